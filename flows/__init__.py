@@ -1,0 +1,1 @@
+"""Prefect flows composing the stage functions of tasks/. No torch import here."""

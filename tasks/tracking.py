@@ -1,0 +1,108 @@
+"""MLflow wiring shared by the stages: tracking URI, experiment, the pipeline run and its tags.
+
+One MLflow run per pipeline run: the train stage opens it (params, data version, git commit) and
+records its id in ``<train.out_dir>/run.json``; evaluate, report and register log into that same run.
+mlflow is imported inside the functions, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+from tasks.common import MokuflowError, flatten, public, read_json, resolve, root, dvc_dir_hash
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri(params: dict) -> str:
+    """``mlflow.tracking_uri`` with a relative SQLite path made absolute against the repo."""
+    uri = str(params["mlflow"]["tracking_uri"])
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(resolve(params, uri[len(prefix):]))
+    return uri
+
+
+def setup(params: dict):
+    """Point mlflow at the configured store; returns the mlflow module."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    return mlflow
+
+
+def experiment_id(params: dict, study: str) -> str:
+    """The study's experiment, created with an absolute artifact location on first use."""
+    mlflow = setup(params)
+    exp = mlflow.get_experiment_by_name(study)
+    if exp is not None:
+        return exp.experiment_id
+    loc = str(params["mlflow"].get("artifact_location") or "mlartifacts")
+    if "://" not in loc:
+        loc = resolve(params, loc).joinpath(study).as_uri()
+    return mlflow.create_experiment(study, artifact_location=loc)
+
+
+def git_commit(repo: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the repo, or ('unknown', False) outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return sha, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def run_tags(params: dict, study: str) -> dict[str, str]:
+    """Tags that make a run traceable: DVC data version of the cleaned data and the git commit."""
+    clean_dir = resolve(params, params[study]["data"]["clean_dir"])
+    data_version = dvc_dir_hash(clean_dir) if clean_dir.exists() else "missing"
+    sha, dirty = git_commit(root(params))
+    return {
+        "mokuflow.study": study,
+        "data_version": data_version,
+        "data_path": str(params[study]["data"]["clean_dir"]),
+        "data_source": str(params[study]["data"]["source"]),
+        "git_commit": sha,
+        "git_dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": sha,
+    }
+
+
+def loggable_params(params: dict, study: str) -> dict[str, str]:
+    """Flattened ``mlflow.*`` and ``<study>.*`` keys, as strings (what the MLflow UI compares)."""
+    p = public(params)
+    flat = flatten({"mlflow": p.get("mlflow", {}), study: p.get(study, {})})
+    return {k: ("null" if v is None else str(v))[:6000] for k, v in flat.items()}
+
+
+def start_run(params: dict, study: str, run_name: str | None = None) -> str:
+    """Create the pipeline's MLflow run with params and tags; returns its id (the run is left ended)."""
+    mlflow = setup(params)
+    exp = experiment_id(params, study)
+    with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
+        mlflow.log_params(loggable_params(params, study))
+        mlflow.set_tags(run_tags(params, study))
+        return run.info.run_id
+
+
+@contextlib.contextmanager
+def resume_run(params: dict, run_id: str) -> Iterator:
+    """Re-open an existing run to log more into it: ``with resume_run(p, rid) as mlflow: ...``."""
+    mlflow = setup(params)
+    with mlflow.start_run(run_id=run_id):
+        yield mlflow
+
+
+def current_run_id(params: dict, study: str) -> str:
+    """The run id the train stage recorded in ``<train.out_dir>/run.json``."""
+    run_file = resolve(params, params[study]["train"]["out_dir"]) / "run.json"
+    info = read_json(run_file)
+    if "mlflow_run_id" not in info:
+        raise MokuflowError(f"{run_file}: no mlflow_run_id (re-run the train stage)")
+    return info["mlflow_run_id"]

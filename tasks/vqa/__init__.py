@@ -1,0 +1,1 @@
+"""The video-quality (VQA) study: acquire -> clean -> train / baseline -> evaluate -> report -> register."""
