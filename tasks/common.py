@@ -8,6 +8,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -219,9 +220,18 @@ def dvc_dir_hash(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------------------------- progress
 
+LOGGER = logging.getLogger("mokuflow")
+
+
 def log(msg: str) -> None:
-    """One line to stderr: seen in the terminal, in `dvc repro` and in Prefect's captured logs."""
-    print(f"[mokuflow] {msg}", file=sys.stderr, flush=True)
+    """One line to the ``mokuflow`` logger: stderr in the terminal and in `dvc repro`; in Prefect's
+    flow-run logs too (prefect.toml lists it under ``logging.extra_loggers``)."""
+    if not LOGGER.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[mokuflow] %(message)s"))
+        LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.info(msg)
 
 
 def progress(items: Iterable, desc: str, total: int | None = None) -> Iterator:

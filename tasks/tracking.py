@@ -106,3 +106,9 @@ def current_run_id(params: dict, study: str) -> str:
     if "mlflow_run_id" not in info:
         raise MokuflowError(f"{run_file}: no mlflow_run_id (re-run the train stage)")
     return info["mlflow_run_id"]
+
+
+if __name__ == "__main__":  # `python -m tasks.tracking`: print the resolved tracking URI (make ui)
+    from tasks.common import load_params
+
+    print(tracking_uri(load_params()))

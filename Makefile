@@ -1,0 +1,55 @@
+# mokuflow: `make run` (set-up + the VQA pipeline on embedded defaults) and `make test` (set-up + tests).
+SHELL := /bin/bash
+VENV  ?= .venv
+BIN   := $(CURDIR)/$(VENV)/bin
+PY    := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+# Offline and quiet, stores inside the repo (see ../shared/notes/stack-recipe.md).
+export PATH := $(BIN):$(PATH)
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_EXTRA_LOGGERS := mokuflow
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export GIT_PYTHON_REFRESH := quiet
+
+.PHONY: setup run test serve stop ui bench clean-stores
+
+setup: $(STAMP)
+
+# torch first, pinned: the local CPU build 2.13.0 satisfies the project's range, so nothing pulls CUDA.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $@
+
+## run: the VQA pipeline on embedded defaults (synthetic data, SQLite MLflow, local DVC cache)
+run: setup
+	$(BIN)/dvc repro
+
+## test: the test suite
+test: setup
+	$(BIN)/pytest
+
+## serve: local Prefect server + the project's deployments, in the background; returns when ready
+serve: setup
+	@$(BIN)/prefect server status >/dev/null 2>&1 || $(BIN)/prefect server start --background
+	$(BIN)/prefect server status --wait --timeout 120
+	$(PY) -m flows.serve start
+
+## stop: stop what `make serve` started
+stop:
+	-@test -x $(PY) && $(PY) -m flows.serve stop
+	-@test -x $(BIN)/prefect && $(BIN)/prefect server stop
+
+## ui: the MLflow UI on the store named by params.yaml mlflow.tracking_uri
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri "$$($(PY) -m tasks.tracking)" --host 127.0.0.1 --port 5000
+
+## bench: the CPU benchmarks in benchmarks/ (numbers go to benchmarks/results/)
+bench: setup
+	$(PY) benchmarks/subject_model_vs_sureal.py
+	$(PY) benchmarks/frame_loading.py

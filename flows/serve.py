@@ -1,0 +1,144 @@
+"""Serve every study's deployments from one background process (Prefect's Runner, no worker needed).
+
+    python -m flows.serve start   # start in the background, return once the deployments are registered
+    python -m flows.serve stop    # stop what `start` started
+    python -m flows.serve run     # serve in the foreground (what `start` runs)
+
+Deployments, per study: ``<study>-pipeline/<study>`` (on demand) and ``<study>-pipeline/<study>-retrain``
+(cron from params.yaml ``<study>.schedule``; retrains on the current data). To scale out, deploy the
+same flows to a work pool instead (README, "Scale out").
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tasks.common import MokuflowError, load_params, root
+
+RUN_DIR = ".run"  # pid + log of the background process, under the repo root
+
+
+def flows_by_study() -> dict:
+    from flows.vqa import vqa_pipeline
+
+    return {"vqa": vqa_pipeline}
+
+
+def deployment_names(params: dict) -> list[str]:
+    return [f"{study}-pipeline/{name}" for study in flows_by_study()
+            for name in (study, f"{study}-retrain")]
+
+
+def build_deployments(params: dict) -> list:
+    from prefect.schedules import Cron
+
+    deployments = []
+    for study, flow in flows_by_study().items():
+        sched = params[study]["schedule"]
+        base = {"params_path": params["_file"]}
+        deployments.append(flow.to_deployment(
+            name=study, parameters=base, tags=[study, "mokuflow"],
+            description=f"The whole {study} pipeline on demand: acquire, clean, train, evaluate, report, register."))
+        deployments.append(flow.to_deployment(
+            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"],
+            schedules=[Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")],
+            description=f"Scheduled retraining of {study} on the current data (no new acquisition)."))
+    return deployments
+
+
+def serve_forever(params: dict) -> None:
+    from prefect import serve
+
+    # Started from a non-interactive shell, SIGINT may be ignored; Prefect turns SIGTERM into SIGINT,
+    # so restore the default handler or `stop` could not end us gracefully.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # limit=1: one pipeline run at a time, since runs share the data and artifact folders.
+    serve(*build_deployments(params), limit=1, query_seconds=2, print_starting_message=True)
+
+
+def registered(names: list[str]) -> bool:
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            for name in names:
+                client.read_deployment_by_name(name)
+        return True
+    except Exception:  # not yet registered, or the server is still starting
+        return False
+
+
+def _pid_file(params: dict) -> Path:
+    return root(params) / RUN_DIR / "serve.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def start(params: dict, timeout: float = 120.0) -> None:
+    pid_file = _pid_file(params)
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        print(f"deployments already served (pid {pid_file.read_text().strip()})")
+        return
+    pid_file.parent.mkdir(exist_ok=True)
+    log_path = pid_file.with_name("serve.log")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "run", "--params", params["_file"]],
+                                cwd=root(params), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(str(proc.pid))
+    names = deployment_names(params)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MokuflowError(f"the deployment server exited (code {proc.returncode}); see {log_path}")
+        if registered(names):
+            print("ready: " + ", ".join(names))
+            return
+        time.sleep(1.0)
+    raise MokuflowError(f"deployments not registered after {timeout:.0f} s; see {log_path}")
+
+
+def stop(params: dict, grace: float = 15.0) -> None:
+    pid_file = _pid_file(params)
+    if not pid_file.exists():
+        print("no deployment server running")
+        return
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    print(f"stopped deployment server (pid {pid})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=["start", "stop", "run"])
+    ap.add_argument("--params", default=None)
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        {"start": start, "stop": stop, "run": serve_forever}[args.action](params)
+    except MokuflowError as e:
+        print(f"flows.serve {args.action}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared test helpers: the real params.yaml, shrunk (lightning-hydra-template style), in a tmp folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+# Small enough to train in seconds on 2 CPU cores, big enough for every split to hold >= 3 videos.
+TINY = {
+    "vqa.synthetic.n_contents": 8,
+    "vqa.synthetic.versions_per_content": 3,
+    "vqa.synthetic.n_frames": 8,
+    "vqa.synthetic.height": 32,
+    "vqa.synthetic.width": 40,
+    "vqa.synthetic.n_raters": 8,
+    "vqa.frames.n_frames": 4,
+    "vqa.frames.height": 32,
+    "vqa.frames.width": 32,
+    "vqa.model.backbone_channels": [4, 8],
+    "vqa.model.gcn_dim": 8,
+    "vqa.model.attention_heads": 2,
+    "vqa.model.motion_channels": 4,
+    "vqa.model.lstm_hidden": 8,
+    "vqa.train.max_epochs": 2,
+    "vqa.train.batch_size": 4,
+    "vqa.evaluate.bootstrap": 50,
+}
+
+
+def shrunk_params(overrides: dict | None = None) -> dict:
+    """The repo's params.yaml with TINY (and ``overrides``) applied; paths stay relative."""
+    from tasks.common import set_key
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for k, v in {**TINY, **(overrides or {})}.items():
+        set_key(params, k, v)
+    return params
+
+
+def write_tiny_params(folder: Path, overrides: dict | None = None) -> Path:
+    """Write shrunk params.yaml into ``folder``: every relative path (data, MLflow SQLite, caches) lands there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(shrunk_params(overrides), sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    """Loaded tiny params rooted in tmp_path (what the stage functions take)."""
+    from tasks.common import load_params
+
+    return load_params(write_tiny_params(tmp_path))
+
+
+@pytest.fixture
+def fixtures_dir():
+    if not FIXTURES.is_dir():
+        pytest.skip(f"real fixtures not found at {FIXTURES} (../shared absent)")
+    return FIXTURES

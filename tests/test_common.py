@@ -1,0 +1,83 @@
+"""The shared plumbing: params loading and overrides, atomic writes, DVC-compatible data hashes."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks.common import (MokuflowError, atomic_dir, atomic_path, dvc_dir_hash, flatten, load_params,
+                          parse_override, resolve)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_params_overrides_and_paths(tmp_path):
+    (tmp_path / "params.yaml").write_text("a:\n  b: 1\n  out: data/x\n")
+    p = load_params(tmp_path / "params.yaml", dict([parse_override("a.b=[1, 2]")]))
+    assert p["a"]["b"] == [1, 2]
+    assert resolve(p, p["a"]["out"]) == tmp_path / "data" / "x"
+    assert flatten({"a": {"b": 1, "c": {"d": None}}}) == {"a.b": 1, "a.c.d": None}
+
+
+def test_params_errors_name_the_problem(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("a: [1,\n")
+    with pytest.raises(MokuflowError, match="params.yaml: not valid YAML"):
+        load_params(f)
+    f.write_text("a:\n  b: 1\n")
+    with pytest.raises(MokuflowError, match="unknown key 'a.c'"):
+        load_params(f, {"a.c": 2})
+    with pytest.raises(MokuflowError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.csv"]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_dir_swaps_whole_folder_only_on_success(tmp_path):
+    target = tmp_path / "clean"
+    target.mkdir()
+    (target / "scores.csv").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "scores.csv").write_text("half")
+            raise RuntimeError("boom")
+    assert (target / "scores.csv").read_text() == "old"
+    with atomic_dir(target) as tmp:
+        (tmp / "raters.csv").write_text("new")
+    assert sorted(os.listdir(target)) == ["raters.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["clean"]
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None and not (REPO / ".venv/bin/dvc").exists(), reason="dvc not installed")
+def test_dir_hash_matches_what_dvc_records(tmp_path):
+    """The data_version tag we log to MLflow must be the hash dvc.lock / .dvc files record."""
+    dvc = shutil.which("dvc") or str(REPO / ".venv/bin/dvc")
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "b.csv").write_text("x,y\n1,2\n")
+    (data / "a b.txt").write_text("hello")
+    (data / "sub" / "c.bin").write_bytes(bytes(range(256)) * 10)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([dvc, "init", "-q"], cwd=tmp_path, check=True, env=env)
+    subprocess.run([dvc, "add", "-q", "data"], cwd=tmp_path, check=True, env=env)
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "data.dvc").read_text())["outs"][0]["md5"]
+    assert dvc_dir_hash(data) == recorded
+    (data / "b.csv").write_text("x,y\n1,3\n")
+    assert dvc_dir_hash(data) != recorded
