@@ -35,17 +35,20 @@ def deployment_names(params: dict) -> list[str]:
 
 
 def build_deployments(params: dict) -> list:
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     deployments = []
     for study, flow in flows_by_study().items():
         sched = params[study]["schedule"]
         base = {"params_path": params["_file"]}
+        # by module path, so the runner imports the installed package whatever its working directory
+        common = {"entrypoint_type": EntrypointType.MODULE_PATH}
         deployments.append(flow.to_deployment(
-            name=study, parameters=base, tags=[study, "mokuflow"],
+            name=study, parameters=base, tags=[study, "mokuflow"], **common,
             description=f"The whole {study} pipeline on demand: acquire, clean, train, evaluate, report, register."))
         deployments.append(flow.to_deployment(
-            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"],
+            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"], **common,
             schedules=[Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")],
             description=f"Scheduled retraining of {study} on the current data (no new acquisition)."))
     return deployments

@@ -9,9 +9,10 @@ import argparse
 import importlib
 import json
 import sys
+import time
 
 from tasks import STUDIES
-from tasks.common import MokuflowError, load_params, parse_override
+from tasks.common import MokuflowError, load_params, log, parse_override
 
 
 def stage_module(study: str, stage: str):
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         mod = stage_module(args.study, args.stage)
         extra = {k: v for k, v in vars(args).items()
                  if k not in ("study", "stage", "params", "set") and v is not None}
+        t0 = time.perf_counter()
         summary = mod.run(params, **extra)
+        log(f"{args.study} {args.stage}: done in {time.perf_counter() - t0:.1f} s")
     except MokuflowError as e:
         print(f"mokuflow {args.study} {args.stage}: error: {e}", file=sys.stderr)
         return 2
