@@ -1,0 +1,230 @@
+"""Clean raw opinion scores into one quality per video (SUREAL MLE subject model, or plain MOS).
+
+Reads the tidy raw table ``video_id, rater_id, score[, content_id]`` (missing ratings = absent rows or
+empty score cells) or a MOS-only table ``video_id, mos[, mos_std]`` (passed through), and writes
+``scores.csv``, ``raters.csv``, ``contents.csv`` and ``clean.json`` into the clean folder, atomically.
+Never imports torch.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+from tasks.common import MokuflowError, atomic_dir, log, resolve
+
+METHODS = ("mle", "mos")
+ID_COLUMNS = ("video_id", "rater_id", "content_id")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--scores", default=None, metavar="PATH",
+                        help="raw score table (default: <vqa.data.raw_dir>/scores.csv)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default: vqa.data.clean_dir)")
+
+
+def run(params: dict, scores: str | None = None, out: str | None = None) -> dict:
+    cfg = params["vqa"]["clean"]
+    data = params["vqa"]["data"]
+    scores_csv = resolve(params, scores) if scores else resolve(params, data["raw_dir"]) / "scores.csv"
+    out_dir = resolve(params, out) if out else resolve(params, data["clean_dir"])
+    return clean_scores(scores_csv, out_dir, method=cfg["method"],
+                        max_iter=int(cfg["max_iter"]), tol=float(cfg["tol"]))
+
+
+# ------------------------------------------------------------------------------------------ core
+
+def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10000,
+                 tol: float = 1e-8) -> dict:
+    """Fit ``method`` on ``scores_csv`` and write the clean folder ``out_dir``; returns clean.json's dict."""
+    scores_csv, out_dir = Path(scores_csv), Path(out_dir)
+    if method not in METHODS:
+        raise MokuflowError(f"params vqa.clean.method: expected one of {METHODS}, got {method!r}")
+    table = _read_table(scores_csv)
+    if "mos" in table.columns and not {"rater_id", "score"} <= set(table.columns):
+        frames, summary = _mos_passthrough(scores_csv, table)
+    else:
+        frames, summary = _per_rater(scores_csv, table, method=method, max_iter=max_iter, tol=tol)
+    summary["scores"] = str(scores_csv)
+    # everything is computed before anything is written: a failure above leaves out_dir as it was
+    with atomic_dir(out_dir) as tmp:
+        for name, frame in frames.items():
+            frame.to_csv(tmp / name, index=False)
+        _dump_json(tmp / "clean.json", summary)
+    log(f"clean: {summary['n_videos']} videos -> {out_dir} ({summary['method']})")
+    return {**summary, "out": str(out_dir)}
+
+
+def _dump_json(path: Path, obj: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------------------- input
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise MokuflowError(f"{path}: score table not found (run `mokuflow vqa acquire` or pass --scores)")
+    try:
+        # ids stay text so they are written back exactly as given ("007" stays "007")
+        table = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+    except pd.errors.EmptyDataError:
+        raise MokuflowError(f"{path}: empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise MokuflowError(f"{path}: not a readable CSV: {e}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    if "video_id" not in table.columns or not ({"rater_id", "score"} <= set(table.columns)
+                                               or "mos" in table.columns):
+        raise MokuflowError(
+            f"{path}: missing columns: expected `video_id, rater_id, score[, content_id]` or "
+            f"`video_id, mos`, got {list(table.columns)}")
+    if table.empty:
+        raise MokuflowError(f"{path}: the table has no rows")
+    if table["video_id"].isna().any():
+        rows = (table.index[table["video_id"].isna()] + 2).tolist()[:5]
+        raise MokuflowError(f"{path}: empty video_id on lines {rows}")
+    return table
+
+
+def _numeric(path: Path, table, column: str):
+    """The column as floats; empty cells stay NaN, text is an error naming the lines."""
+    import pandas as pd
+
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if bad.any():
+        lines = (table.index[bad] + 2).tolist()[:5]  # +2: header line and 1-based numbering
+        examples = table.loc[bad, column].astype(str).tolist()[:5]
+        raise MokuflowError(f"{path}: non-numeric {column} on lines {lines}: {examples}")
+    if (values.abs() == float("inf")).any():
+        raise MokuflowError(f"{path}: infinite {column} values")
+    return values.astype(float)
+
+
+def _mos_passthrough(path: Path, table):
+    import numpy as np
+    import pandas as pd
+
+    mos = _numeric(path, table, "mos")
+    if mos.isna().any():
+        lines = (table.index[mos.isna()] + 2).tolist()[:5]
+        raise MokuflowError(f"{path}: videos without a mos on lines {lines}")
+    dup = table["video_id"].duplicated()
+    if dup.any():
+        raise MokuflowError(f"{path}: duplicate video_id {table.loc[dup, 'video_id'].tolist()[:5]}")
+    std = _numeric(path, table, "mos_std") if "mos_std" in table.columns else np.nan
+    frames = {"scores.csv": pd.DataFrame({"video_id": table["video_id"], "quality": mos, "quality_std": std})}
+    summary = {"method": "mos-passthrough", "log_likelihood": None, "iterations": 0, "converged": True,
+               "n_videos": len(table), "n_raters": None, "n_ratings": None, "n_contents": None}
+    return frames, summary
+
+
+def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float):
+    import numpy as np
+
+    table = table.assign(score=_numeric(path, table, "score"))
+    if table["rater_id"].isna().any():
+        lines = (table.index[table["rater_id"].isna()] + 2).tolist()[:5]
+        raise MokuflowError(f"{path}: empty rater_id on lines {lines}")
+    dup = table.duplicated(["video_id", "rater_id"], keep=False)
+    if dup.any():
+        pairs = table.loc[dup, ["video_id", "rater_id"]].drop_duplicates().head(5)
+        raise MokuflowError(f"{path}: duplicate ratings (one row per video and rater expected), e.g. "
+                            f"(video_id, rater_id) {list(map(tuple, pairs.values))}")
+    # an empty score cell is a missing rating, but every video and rater needs at least one
+    videos = table["video_id"].unique()
+    rated = table.dropna(subset=["score"])
+    unrated = sorted(set(videos) - set(rated["video_id"]))
+    if unrated:
+        raise MokuflowError(f"{path}: videos with no rating at all: {unrated[:10]}")
+    raters = rated["rater_id"].unique()
+    n_per_rater = rated.groupby("rater_id", sort=False).size()
+    lonely = n_per_rater.index[n_per_rater < 2].tolist()
+    if method == "mle" and lonely:
+        # one rating is fitted exactly by the rater's own bias: it says nothing about quality and,
+        # with the inconsistency free to shrink to 0, it makes the likelihood degenerate
+        raise MokuflowError(f"{path}: raters with a single rating make the MLE model degenerate: "
+                            f"{lonely[:10]}; drop them or use vqa.clean.method=mos")
+    contents = _content_of_videos(path, table, videos)
+
+    u = rated.pivot(index="video_id", columns="rater_id", values="score").reindex(index=videos, columns=raters)
+    scores = u.to_numpy(dtype=float)
+    if method == "mle":
+        frames, fit_info = _fit_mle(path, scores, videos, raters, contents, max_iter=max_iter, tol=tol)
+    else:
+        frames, fit_info = _fit_mos(scores, videos, raters, contents)
+    summary = {"method": method, **fit_info, "n_videos": len(videos), "n_raters": len(raters),
+               "n_ratings": int(np.isfinite(scores).sum()),
+               "n_contents": None if contents is None else int(contents.nunique())}
+    return frames, summary
+
+
+def _content_of_videos(path: Path, table, videos):
+    """content_id per video (in ``videos`` order), or None when the table has none."""
+    if "content_id" not in table.columns:
+        return None
+    if table["content_id"].isna().any():
+        lines = (table.index[table["content_id"].isna()] + 2).tolist()[:5]
+        raise MokuflowError(f"{path}: empty content_id on lines {lines}")
+    per_video = table.groupby("video_id", sort=False)["content_id"].nunique()
+    mixed = per_video.index[per_video > 1].tolist()
+    if mixed:
+        raise MokuflowError(f"{path}: videos with more than one content_id: {mixed[:10]}")
+    return table.groupby("video_id", sort=False)["content_id"].first().reindex(videos)
+
+
+# ---------------------------------------------------------------------------------------- models
+
+def _fit_mle(path, scores, videos, raters, contents, *, max_iter, tol):
+    import pandas as pd
+
+    from models.vqa.subject_model import SubjectModelError, fit
+
+    cids = None if contents is None else contents.to_numpy()
+    log(f"clean: MLE subject model on {len(videos)} videos x {len(raters)} raters")
+    t0 = time.perf_counter()
+    try:
+        res = fit(scores, content_ids=cids, max_iter=max_iter, tol=tol)
+    except SubjectModelError as e:
+        raise MokuflowError(f"{path}: {e}") from None
+    log(f"clean: {res.iterations} iterations in {time.perf_counter() - t0:.2f} s"
+        + ("" if res.converged else f" (NOT converged: raise vqa.clean.max_iter above {max_iter})"))
+    frames = {
+        "scores.csv": pd.DataFrame({"video_id": videos, "quality": res.quality, "quality_std": res.quality_std}),
+        "raters.csv": pd.DataFrame({"rater_id": raters, "bias": res.bias, "inconsistency": res.inconsistency}),
+    }
+    if contents is not None:
+        import numpy as np
+
+        # fit() numbers contents by their sorted unique labels
+        frames["contents.csv"] = pd.DataFrame({"content_id": np.unique(cids), "ambiguity": res.ambiguity})
+    info = {"log_likelihood": res.log_likelihood, "iterations": res.iterations, "converged": res.converged}
+    return frames, info
+
+
+def _fit_mos(scores, videos, raters, contents):
+    """Plain mean per video; rater bias / inconsistency and content ambiguity as mean / std of residuals."""
+    import numpy as np
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # std of a single rating -> NaN
+        mos = np.nanmean(scores, axis=1)
+        n = np.isfinite(scores).sum(axis=1)
+        std = np.nanstd(scores, axis=1, ddof=1) / np.sqrt(n)  # SUREAL MosModel's quality_scores_std
+        resid = scores - mos[:, None]
+        frames = {
+            "scores.csv": pd.DataFrame({"video_id": videos, "quality": mos, "quality_std": std}),
+            "raters.csv": pd.DataFrame({"rater_id": raters, "bias": np.nanmean(resid, axis=0),
+                                        "inconsistency": np.nanstd(resid, axis=0)}),
+        }
+        if contents is not None:
+            labels = contents.to_numpy()
+            ids = pd.unique(labels)
+            amb = [np.nanstd(resid[labels == c]) for c in ids]
+            frames["contents.csv"] = pd.DataFrame({"content_id": ids, "ambiguity": amb})
+    return frames, {"log_likelihood": None, "iterations": 0, "converged": True}
