@@ -1,0 +1,292 @@
+"""Video decoding for VQA: probe, uniform clip sampling with motion, and an on-disk frame cache.
+
+numpy + OpenCV only. Decoding is one sequential pass (no seeking: seeks in inter-coded streams are
+slow and, with some containers, inexact): ``cap.grab()`` walks every frame and ``cap.retrieve()``
+converts only the frames we keep. Frame-count metadata can lie (truncated uploads, VFR streams), so
+the count that matters is the one that decodes; when it differs from the plan we sample again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+MOTIONS = {"diff": 1, "flow": 2}
+
+
+class VideoReadError(ValueError):
+    """A file that is not a readable video; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# ------------------------------------------------------------------------------------------ probe
+
+def _open(path: str | os.PathLike):
+    """An opened cv2.VideoCapture, or VideoReadError (missing, empty, not a video)."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise VideoReadError(p, "file not found")
+    if p.stat().st_size == 0:
+        raise VideoReadError(p, "empty file")
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoReadError(p, "not a readable video (container could not be opened)")
+    return cap
+
+
+def _meta(cap) -> dict:
+    import cv2
+
+    n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return {
+        "frames_meta": int(n) if np.isfinite(n) and n > 0 else 0,
+        "fps": float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+        "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    }
+
+
+def probe_video(path: str | os.PathLike, *, count_frames: bool = True) -> dict:
+    """``{"frames", "fps", "width", "height", "frames_meta"}`` of a video.
+
+    With ``count_frames`` (default) ``frames`` is the number of frames that actually decode (one
+    grab pass, no colour conversion) and the first frame is fully retrieved, so a file that passes
+    is readable end to end; without it, ``frames`` is the container's claim.
+    """
+    cap = _open(path)
+    try:
+        info = _meta(cap)
+        if not cap.grab():
+            raise VideoReadError(path, "no decodable frame")
+        ok, frame = cap.retrieve()
+        if not ok or frame is None or frame.size == 0:
+            raise VideoReadError(path, "first frame could not be decoded")
+        info["height"], info["width"] = frame.shape[:2]  # trust the decoded size over metadata
+        n = 1
+        if count_frames:
+            while cap.grab():
+                n += 1
+        info["frames"] = n if count_frames else max(info["frames_meta"], 1)
+        return info
+    finally:
+        cap.release()
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+def sample_positions(n_total: int, n_frames: int) -> np.ndarray:
+    """Centres of ``n_frames`` equal segments of ``[0, n_total)``; repeats when the video is short."""
+    if n_total < 1 or n_frames < 1:
+        raise ValueError(f"need n_total >= 1 and n_frames >= 1, got {n_total}, {n_frames}")
+    pos = np.floor((np.arange(n_frames) + 0.5) * n_total / n_frames).astype(np.int64)
+    return np.clip(pos, 0, n_total - 1)
+
+
+def _needed(positions: np.ndarray, n_total: int) -> set[int]:
+    """Frames to retrieve: each sampled frame and its successor (for motion)."""
+    idx = set(positions.tolist())
+    idx |= {min(p + 1, n_total - 1) for p in idx}
+    if n_total > 1:  # the last frame has no successor: motion then uses its predecessor
+        idx |= {n_total - 2 for p in positions if p == n_total - 1}
+    return idx
+
+
+def _decode(path, cap, needed: set[int], height: int, width: int) -> tuple[dict[int, np.ndarray], int]:
+    """One sequential pass: resized RGB frames for ``needed`` indices and the decoded frame count."""
+    import cv2
+
+    got: dict[int, np.ndarray] = {}
+    i = 0
+    while cap.grab():
+        if i in needed:
+            ok, bgr = cap.retrieve()
+            if not ok or bgr is None or bgr.size == 0:
+                raise VideoReadError(path, f"frame {i} could not be decoded")
+            small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+            got[i] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        i += 1
+    return got, i
+
+
+def _motion(a: np.ndarray, b: np.ndarray, motion: str, width: int) -> np.ndarray:
+    """Motion from RGB frame ``a`` to its successor ``b``: [H, W, C] float32."""
+    import cv2
+
+    ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+    gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
+    if motion == "diff":
+        return ((gb.astype(np.float32) - ga.astype(np.float32)) / 255.0)[..., None]
+    flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    return (flow / float(width)).astype(np.float32)
+
+
+def _check_args(n_frames: int, height: int, width: int, motion: str) -> None:
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {sorted(MOTIONS)}, got {motion!r}")
+    if min(n_frames, height, width) < 1:
+        raise ValueError(f"n_frames, height and width must be >= 1, got {n_frames}, {height}, {width}")
+
+
+def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int,
+              motion: str = "diff") -> tuple[np.ndarray, np.ndarray]:
+    """``n_frames`` uniformly sampled frames of the whole video and the motion at each of them.
+
+    Returns ``frames`` uint8 [T, H, W, 3] RGB (resized with INTER_AREA) and ``motion`` float32
+    [T, H, W, C]: between sampled frame t and the next decoded frame, so a repeated frame (stutter)
+    has zero motion. ``diff``: C=1 signed grey difference in [-1, 1]; ``flow``: C=2 Farneback flow
+    in units of the frame width. Raises VideoReadError for anything that does not decode.
+    """
+    _check_args(n_frames, height, width, motion)
+    cap = _open(path)
+    try:
+        n_plan = _meta(cap)["frames_meta"]
+        if n_plan > 0:
+            pos = sample_positions(n_plan, n_frames)
+            got, n_dec = _decode(path, cap, _needed(pos, n_plan), height, width)
+        else:
+            got, n_dec = {}, None
+    finally:
+        cap.release()
+    if n_dec != n_plan:  # metadata lied or was absent: sample again on the true count
+        if n_dec is None:
+            cap = _open(path)
+            try:
+                n_dec = sum(1 for _ in iter(cap.grab, False))
+            finally:
+                cap.release()
+        if n_dec == 0:
+            raise VideoReadError(path, "no decodable frame")
+        pos = sample_positions(n_dec, n_frames)
+        cap = _open(path)
+        try:
+            got, n2 = _decode(path, cap, _needed(pos, n_dec), height, width)
+        finally:
+            cap.release()
+        if n2 != n_dec:
+            raise VideoReadError(path, f"decoding is not repeatable ({n_dec} then {n2} frames)")
+        n_plan = n_dec
+    return _assemble(got, pos, n_plan, motion, width)
+
+
+def _assemble(got: dict[int, np.ndarray], pos: np.ndarray, n_total: int, motion: str,
+              width: int) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.stack([got[int(p)] for p in pos])
+    mot = []
+    for p in pos.tolist():
+        if n_total == 1:
+            a = b = got[p]
+        elif p + 1 < n_total:
+            a, b = got[p], got[p + 1]
+        else:
+            a, b = got[p - 1], got[p]
+        mot.append(_motion(a, b, motion, width))
+    return frames, np.stack(mot).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+class FrameCache:
+    """Decode each video once per sampling setting; later ``get`` calls load ``.npy`` files.
+
+    The key covers the absolute path, size and mtime of the video and the sampling parameters, so
+    an edited video or a new setting decodes again. Files are written to a temp name then renamed,
+    motion before frames, so a present frames file means a complete pair.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, *, n_frames: int, height: int, width: int,
+                 motion: str = "diff"):
+        _check_args(n_frames, height, width, motion)
+        self.cache_dir = Path(cache_dir)
+        self.n_frames, self.height, self.width, self.motion = n_frames, height, width, motion
+
+    def key(self, path: str | os.PathLike) -> str:
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            raise VideoReadError(p, "file not found") from None
+        text = f"{p}|{st.st_size}|{st.st_mtime_ns}|{self.n_frames}|{self.height}|{self.width}|{self.motion}"
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        d = self.cache_dir / key[:2]
+        return d / f"{key}.frames.npy", d / f"{key}.motion.npy"
+
+    def load(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached pair, or None when absent or unreadable (then it is decoded again)."""
+        fpath, mpath = self._paths(self.key(path))
+        if not fpath.is_file():
+            return None
+        try:
+            return np.load(fpath), np.load(mpath)
+        except (OSError, ValueError):
+            return None
+
+    def get(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+        hit = self.load(path)
+        if hit is not None:
+            return hit
+        frames, motion = read_clip(path, n_frames=self.n_frames, height=self.height,
+                                   width=self.width, motion=self.motion)
+        fpath, mpath = self._paths(self.key(path))
+        fpath.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(mpath, motion)
+        _save_atomic(fpath, frames)
+        return frames, motion
+
+    def fill(self, paths: Iterable[str | os.PathLike], *, skip_errors: bool = False,
+             on_progress: Callable[[int, int], None] | None = None) -> dict:
+        """Decode every path not cached yet. Returns ``{"cached", "decoded", "failed": [(path, reason)]}``.
+
+        ``on_progress(i, n)`` is called after each video (default: a stderr line every ~10%).
+        """
+        paths = list(paths)
+        report = on_progress or _stderr_progress("frame cache", len(paths))
+        out: dict = {"cached": 0, "decoded": 0, "failed": []}
+        for i, p in enumerate(paths, 1):
+            try:
+                if self.load(p) is not None:
+                    out["cached"] += 1
+                else:
+                    self.get(p)
+                    out["decoded"] += 1
+            except VideoReadError as e:
+                if not skip_errors:
+                    raise
+                out["failed"].append((str(p), e.problem))
+            report(i, len(paths))
+        return out
+
+
+def _save_atomic(target: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _stderr_progress(desc: str, n: int) -> Callable[[int, int], None]:
+    step, t0 = max(1, n // 10), time.perf_counter()
+
+    def report(i: int, total: int) -> None:
+        if i % step == 0 or i == total:
+            print(f"[mokuflow] {desc}: {i}/{total} ({time.perf_counter() - t0:.1f} s)",
+                  file=sys.stderr, flush=True)
+    return report

@@ -1,0 +1,398 @@
+"""Acquire the raw VQA data (synthetic, a local folder, or an http(s) archive) into vqa.data.raw_dir.
+
+Writes ``videos/``, ``videos.csv`` (video_id, path, content_id, split), ``scores.csv``,
+``truth.csv`` (synthetic only) and ``acquire.json`` into a temp folder swapped in for raw_dir only
+on success, so a failed acquire leaves the previous raw data intact. Unreadable, truncated or
+missing videos are listed in ``acquire.json["unreadable"]`` and left out; they never stop the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from tasks.common import (MokuflowError, atomic_dir, log, progress, resolve, root, write_csv,
+                          write_json)
+
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}
+SOURCES = ("synthetic", "folder", "url")
+# A video decoding to fewer frames than this share of its container's count is truncated.
+MIN_DECODED_SHARE = 0.9
+
+
+def run(params: dict, **kwargs) -> dict:
+    data = params["vqa"]["data"]
+    source = data.get("source")
+    if source not in SOURCES:
+        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.data.source must be one of "
+                            f"{', '.join(SOURCES)}, got {source!r}")
+    _check_split(params)
+    raw_dir = resolve(params, data["raw_dir"])
+    with atomic_dir(raw_dir) as tmp:
+        if source == "synthetic":
+            summary = _synthetic(params, tmp)
+        elif source == "folder":
+            f = data.get("folder") or {}
+            summary = _folder(params, tmp, videos=f.get("videos"), labels=f.get("labels"),
+                              scores=f.get("scores"), key="vqa.data.folder")
+        else:
+            summary = _url(params, tmp)
+        summary["source"] = source
+        write_json(tmp / "acquire.json", summary)
+    log(f"acquire: {summary['n_videos']} videos, {len(summary['unreadable'])} unreadable -> {raw_dir}")
+    return {k: v for k, v in summary.items() if k not in ("unreadable", "synthetic")} | {
+        "n_unreadable": len(summary["unreadable"]), "raw_dir": str(raw_dir)}
+
+
+# ------------------------------------------------------------------------------------- synthetic
+
+def _synthetic(params: dict, out: Path) -> dict:
+    import pandas as pd
+
+    from tasks.vqa import synthetic
+
+    s = params["vqa"]["synthetic"]
+    _check_synthetic(params, s)
+    truth = synthetic.generate(out / "videos", seed=s["seed"], n_contents=s["n_contents"],
+                               versions_per_content=s["versions_per_content"], n_frames=s["n_frames"],
+                               height=s["height"], width=s["width"], fps=s["fps"], progress=progress)
+    scores, raters, contents = synthetic.simulate_ratings(
+        truth, seed=s["seed"], n_raters=s["n_raters"], careless_fraction=s["careless_fraction"],
+        missing_fraction=s["missing_fraction"])
+    videos = pd.DataFrame({"video_id": truth["video_id"],
+                           "file": [out / "videos" / f"{v}.mp4" for v in truth["video_id"]],
+                           "content_id": truth["content_id"]})
+    videos, unreadable = _keep_readable(videos)
+    ok = set(videos["video_id"])
+    write_csv(out / "truth.csv", truth[truth["video_id"].isin(ok)])
+    write_csv(out / "scores.csv", scores[scores["video_id"].isin(ok)])
+    summary = _write_videos_csv(params, out, videos)
+    return summary | {"unreadable": unreadable, "n_ratings": int(scores["video_id"].isin(ok).sum()),
+                      "synthetic": {"raters": raters.to_dict("records"),
+                                    "contents": contents.to_dict("records")}}
+
+
+def _check_synthetic(params: dict, s: dict) -> None:
+    where = f"{params.get('_file', 'params.yaml')}: vqa.synthetic"
+    for k in ("n_contents", "versions_per_content", "n_frames", "height", "width", "n_raters"):
+        if not isinstance(s.get(k), int) or s[k] < 1:
+            raise MokuflowError(f"{where}.{k} must be a positive integer, got {s.get(k)!r}")
+    if s["height"] % 2 or s["width"] % 2 or min(s["height"], s["width"]) < 16:
+        raise MokuflowError(f"{where}: height and width must be even and >= 16 (mp4), "
+                            f"got {s['height']}x{s['width']}")
+    if not 0 <= s["careless_fraction"] <= 1 or not 0 <= s["missing_fraction"] < 1:
+        raise MokuflowError(f"{where}: careless_fraction must be in [0, 1] and missing_fraction in [0, 1)")
+
+
+# ---------------------------------------------------------------------------------------- folder
+
+def _folder(params: dict, out: Path, *, videos, labels, scores, key: str, base: Path | None = None) -> dict:
+    """Videos from a folder plus a MOS label file (``labels``) or a tidy raw-score table (``scores``)."""
+    def path_of(p):
+        return (base / p) if base is not None else resolve(params, p)
+
+    if not videos:
+        raise MokuflowError(f"params: {key}.videos is not set (folder of video files)")
+    vdir = path_of(videos)
+    if not vdir.is_dir():
+        raise MokuflowError(f"{vdir}: video folder not found ({key}.videos)")
+    if bool(labels) == bool(scores):
+        raise MokuflowError(f"params: set exactly one of {key}.labels (path, duration, fps, MOS) "
+                            f"or {key}.scores (video_id, rater_id, score[, content_id])")
+    table = path_of(labels or scores)
+    if not table.is_file():
+        raise MokuflowError(f"{table}: {'label' if labels else 'score'} file not found")
+    index = _index_videos(vdir)
+    if labels:
+        rows, mos, missing = _from_labels(table, index)
+    else:
+        rows, mos, missing = _from_scores(table, index)
+    return _assemble(params, out, rows, mos, missing, table=table, kind="labels" if labels else "scores")
+
+
+def _index_videos(vdir: Path) -> dict:
+    """Relative posix path -> file, and basename -> [files], of every video under ``vdir``."""
+    rel, by_name = {}, {}
+    for p in sorted(vdir.rglob("*")):
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+            r = p.relative_to(vdir).as_posix()
+            rel[r] = p
+            by_name.setdefault(p.name, []).append(p)
+    return {"rel": rel, "name": by_name}
+
+
+def _match(label_path: str, index: dict) -> tuple[Path | None, str]:
+    """A label path -> local file: exact relative path, then its suffixes, then a unique basename."""
+    parts = Path(label_path.replace("\\", "/")).parts
+    for i in range(len(parts)):  # "KoNViD_1k_videos/x.mp4" also matches a local "x.mp4"
+        hit = index["rel"].get("/".join(parts[i:]))
+        if hit is not None:
+            return hit, ""
+    cands = index["name"].get(parts[-1] if parts else "", [])
+    if len(cands) == 1:
+        return cands[0], ""
+    return None, ("ambiguous basename: " + ", ".join(str(c) for c in cands)) if cands else "video not found"
+
+
+def _from_labels(table: Path, index: dict):
+    """KoNViD-1k / LIVE-VQC / YouTube-UGC label file: ``path, duration, fps, MOS`` per line."""
+    rows, mos, missing, seen = [], [], [], set()
+    for lineno, line in enumerate(table.read_text(errors="replace").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 4:
+            raise MokuflowError(f"{table}:{lineno}: expected 4 fields 'path, duration, fps, MOS', "
+                                f"got {len(fields)}: {line.strip()[:80]!r}")
+        try:
+            value = float(fields[3])
+        except ValueError:
+            if lineno == 1 and fields[3].lower() in ("mos", "score", "dmos"):
+                continue  # a header line
+            raise MokuflowError(f"{table}:{lineno}: MOS {fields[3]!r} is not a number") from None
+        file, reason = _match(fields[0], index)
+        if file is None:
+            missing.append({"path": fields[0], "reason": reason})
+            continue
+        vid = _video_id(fields[0], seen)
+        rows.append({"video_id": vid, "file": file, "content_id": vid})
+        mos.append({"video_id": vid, "mos": value})
+    if not rows and not missing:
+        raise MokuflowError(f"{table}: no label lines")
+    return rows, mos, missing
+
+
+def _video_id(label_path: str, seen: set) -> str:
+    """The file stem; the path with '__' for '/' when two labels share a stem."""
+    p = Path(label_path.replace("\\", "/"))
+    vid = p.stem
+    if vid in seen:
+        vid = p.with_suffix("").as_posix().replace("/", "__")
+    if vid in seen:
+        raise MokuflowError(f"{label_path}: listed twice in the label file")
+    seen.add(vid)
+    return vid
+
+
+def _from_scores(table: Path, index: dict):
+    """Tidy per-rater table ``video_id, rater_id, score[, content_id]``; videos ``<video_id>.<ext>``."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(table, dtype={"video_id": str, "rater_id": str, "content_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise MokuflowError(f"{table}: not a readable CSV: {e}") from None
+    need = {"video_id", "rater_id", "score"}
+    if not need <= set(df.columns):
+        raise MokuflowError(f"{table}: needs columns {sorted(need)}, has {list(df.columns)}")
+    score = pd.to_numeric(df["score"], errors="coerce")
+    bad = df.index[score.isna() & df["score"].notna()]
+    if len(bad):
+        raise MokuflowError(f"{table}:{bad[0] + 2}: score {df['score'][bad[0]]!r} is not a number")
+    df = df.assign(score=score).dropna(subset=["video_id", "rater_id", "score"])
+    by_stem: dict[str, list[Path]] = {}
+    for p in index["rel"].values():
+        by_stem.setdefault(p.stem, []).append(p)
+    has_content = "content_id" in df.columns
+    rows, missing = [], []
+    for vid, g in df.groupby("video_id", sort=True):
+        files = by_stem.get(vid, [])
+        if len(files) != 1:
+            missing.append({"path": f"{vid}.*", "reason": "video not found" if not files else
+                            "ambiguous: " + ", ".join(str(f) for f in files)})
+            continue
+        content = g["content_id"].iloc[0] if has_content and g["content_id"].notna().any() else vid
+        rows.append({"video_id": vid, "file": files[0], "content_id": str(content)})
+    cols = ["video_id", "rater_id", "score"] + (["content_id"] if has_content else [])
+    return rows, df[cols], missing
+
+
+# ------------------------------------------------------------------------------------------- url
+
+def _url(params: dict, out: Path) -> dict:
+    u = params["vqa"]["data"].get("url") or {}
+    href = u.get("href")
+    if not href or not str(href).startswith(("http://", "https://")):
+        raise MokuflowError(f"params: vqa.data.url.href must be an http(s) URL, got {href!r}")
+    cache = resolve(params, u.get("cache_dir") or ".cache/downloads")
+    archive, digest = download(href, cache, sha256=u.get("sha256"))
+    extract_root = Path(tempfile.mkdtemp(prefix=".extract.", dir=out.parent))
+    try:
+        extract(archive, extract_root)
+        summary = _folder(params, out, videos=".", labels=u.get("labels"), scores=u.get("scores"),
+                          key="vqa.data.url", base=extract_root)
+    finally:
+        shutil.rmtree(extract_root, ignore_errors=True)
+    return summary | {"url": href, "sha256": digest}
+
+
+def download(href: str, cache_dir: Path, *, sha256: str | None, chunk: int = 1 << 20) -> tuple[Path, str]:
+    """Fetch ``href`` into ``cache_dir`` resuming a ``<name>.part`` with an HTTP Range request.
+
+    Returns (file, sha256). A finished file whose hash matches is reused; a hash mismatch deletes
+    the download and raises, naming the URL and both hashes.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    name = Path(urllib.parse.urlparse(href).path).name or "download"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final, part = cache_dir / name, cache_dir / f"{name}.part"
+    if final.is_file() and (sha256 is None or _sha256(final) == sha256.lower()):
+        return final, _sha256(final)
+    start = part.stat().st_size if part.is_file() else 0
+    req = urllib.request.Request(href, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            if start and resp.status != 206:  # server ignored the range: start over
+                start = 0
+            total = resp.headers.get("Content-Length")
+            log(f"download {href}: {'resuming at ' + str(start) + ' B, ' if start else ''}"
+                f"{total or '?'} B to fetch")
+            _stream(resp, part, append=bool(start), total=int(total) if total else None, chunk=chunk)
+    except urllib.error.HTTPError as e:
+        if not (e.code == 416 and start):  # 416 with a .part: it is already complete
+            raise MokuflowError(f"{href}: download failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise MokuflowError(f"{href}: download failed ({e}); rerun to resume from {part}") from None
+    got = _sha256(part)
+    if sha256 is not None and got != sha256.lower():
+        part.unlink()
+        raise MokuflowError(f"{href}: sha256 mismatch: expected {sha256.lower()}, got {got} "
+                            f"(download deleted)")
+    if sha256 is None:
+        log(f"download {href}: no vqa.data.url.sha256 set; got {got} (pin it for reproducibility)")
+    os.replace(part, final)
+    return final, got
+
+
+def _stream(resp, part: Path, *, append: bool, total: int | None, chunk: int) -> None:
+    """Copy the response body to ``part``, logging progress every ~10 s."""
+    done, last = 0, time.monotonic()
+    with open(part, "ab" if append else "wb") as f:
+        while block := resp.read(chunk):
+            f.write(block)
+            done += len(block)
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                log(f"download: {done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else ""))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """zip / tar.* into ``dest``, refusing members that would land outside it."""
+    dest = dest.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for m in z.namelist():
+                if not (dest / m).resolve().is_relative_to(dest):
+                    raise MokuflowError(f"{archive}: member {m!r} escapes the archive folder")
+            z.extractall(dest)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            t.extractall(dest, filter="data")  # 'data' rejects absolute paths, '..', device files
+    else:
+        raise MokuflowError(f"{archive}: not a zip or tar archive")
+
+
+# ---------------------------------------------------------------------------------------- shared
+
+def _assemble(params: dict, out: Path, rows: list, scores, missing: list, *, table: Path, kind: str) -> dict:
+    """Check, link and list the videos; write scores.csv for those kept."""
+    import pandas as pd
+
+    videos = pd.DataFrame(rows, columns=["video_id", "file", "content_id"])
+    videos, unreadable = _keep_readable(videos)
+    if videos.empty:
+        raise MokuflowError(f"{table}: none of its videos is readable "
+                            f"({len(unreadable) + len(missing)} unreadable or missing)")
+    (out / "videos").mkdir()
+    for r in videos.itertuples():
+        _link_or_copy(r.file, out / "videos" / f"{r.video_id}{Path(r.file).suffix.lower()}")
+    videos["file"] = [out / "videos" / f"{v}{Path(f).suffix.lower()}"
+                      for v, f in zip(videos["video_id"], videos["file"])]
+    scores = pd.DataFrame(scores)
+    write_csv(out / "scores.csv", scores[scores["video_id"].isin(set(videos["video_id"]))])
+    summary = _write_videos_csv(params, out, videos)
+    return summary | {"unreadable": missing + unreadable, "label_file": str(table), "scores_kind": kind}
+
+
+def _keep_readable(videos):
+    """Probe every video (full decode); drop and report the unreadable or truncated ones."""
+    from models.vqa.video import VideoReadError, probe_video
+
+    keep, unreadable = [], []
+    for r in progress(list(videos.itertuples(index=False)), "checking videos"):
+        try:
+            info = probe_video(r.file)
+            if info["frames_meta"] and info["frames"] < MIN_DECODED_SHARE * info["frames_meta"]:
+                raise VideoReadError(r.file, f"truncated: {info['frames']} of "
+                                             f"{info['frames_meta']} frames decode")
+            keep.append(True)
+        except VideoReadError as e:
+            unreadable.append({"path": str(r.file), "reason": e.problem})
+            keep.append(False)
+    return videos[keep].reset_index(drop=True), unreadable
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or not allowed (protected_hardlinks)
+        shutil.copy2(src, dst)
+
+
+def _write_videos_csv(params: dict, out: Path, videos) -> dict:
+    videos = videos.assign(path=[Path(f).relative_to(out).as_posix() for f in videos["file"]],
+                           content_id=videos["content_id"].astype(str))
+    videos["split"] = videos["content_id"].map(assign_splits(videos["content_id"], **_split_args(params)))
+    write_csv(out / "videos.csv", videos[["video_id", "path", "content_id", "split"]])
+    return {"n_videos": len(videos), "n_contents": int(videos["content_id"].nunique()),
+            "splits": {k: int(v) for k, v in videos["split"].value_counts().sort_index().items()}}
+
+
+def _split_args(params: dict) -> dict:
+    s = params["vqa"]["data"]["split"]
+    return {"seed": int(s["seed"]), "val_fraction": float(s["val_fraction"]),
+            "test_fraction": float(s["test_fraction"])}
+
+
+def _check_split(params: dict) -> None:
+    a = _split_args(params)
+    if a["val_fraction"] < 0 or a["test_fraction"] < 0 or a["val_fraction"] + a["test_fraction"] >= 1:
+        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.data.split fractions must be "
+                            f">= 0 and sum to < 1, got val {a['val_fraction']}, test {a['test_fraction']}")
+
+
+def assign_splits(content_ids, *, seed: int, val_fraction: float, test_fraction: float) -> dict:
+    """content_id -> train / val / test: a seeded shuffle of the sorted unique contents.
+
+    Test and val get round(fraction * n) contents each (at least one when the fraction is > 0 and
+    there are enough contents), train keeps the rest and at least one.
+    """
+    import numpy as np
+
+    ids = sorted(set(map(str, content_ids)))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = len(ids)
+    n_test = max(int(round(test_fraction * n)), 1 if test_fraction > 0 and n >= 3 else 0)
+    n_val = max(int(round(val_fraction * n)), 1 if val_fraction > 0 and n >= 3 else 0)
+    n_test = min(n_test, max(n - 1, 0))
+    n_val = min(n_val, max(n - 1 - n_test, 0))
+    split = {}
+    for rank, i in enumerate(order):
+        split[ids[i]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return split
