@@ -1,0 +1,217 @@
+"""Hand-crafted-feature baseline for no-reference VQA: classic distortion measures + ridge regression.
+
+The point of the baseline is to show what STDAM adds over cheap, interpretable signal statistics.
+Features are computed on the same sampled frames STDAM sees (``models.vqa.video.read_clip``), averaged
+over frames; temporal features use consecutive sampled frames. Variance-like quantities are ``log1p``
+compressed so that a linear model over standardised features is not dominated by a few extreme videos.
+"""
+from __future__ import annotations
+
+import numpy as np
+import cv2
+
+FEATURE_NAMES = (
+    "sharpness_lapvar",      # log1p variance of the Laplacian: blur lowers it
+    "sharpness_hf_energy",   # share of spectral energy above half the Nyquist frequency
+    "noise_sigma",           # robust std (MAD) of the residual of a 3x3 median denoise
+    "noise_residual_energy", # log1p mean squared residual of a Gaussian denoise
+    "blockiness",            # 8-px-periodic edge energy vs the other phases (1 = no blocks)
+    "exposure_mean",         # mean luminance in [0, 1]
+    "exposure_dark_clip",    # fraction of pixels <= 5 / 255 (crushed blacks)
+    "exposure_bright_clip",  # fraction of pixels >= 250 / 255 (clipped highlights)
+    "contrast_rms",          # std of luminance in [0, 1]
+    "colourfulness",         # Hasler & Suesstrunk colourfulness / 255
+    "temporal_flicker",      # std of the differences of per-frame mean luminance (/ 255)
+    "temporal_activity",     # mean absolute frame difference (/ 255)
+    "frozen_fraction",       # fraction of consecutive frame pairs that are (almost) identical
+)
+
+FROZEN_THRESHOLD = 0.5   # mean |diff| in grey levels below which two frames count as repeated
+BLOCK = 8
+
+
+class FeatureInputError(ValueError):
+    """Frames that are not a uint8 [T, H, W, 3] clip large enough for the features."""
+
+
+class BaselineFormatError(ValueError):
+    """A baseline dict / JSON that does not describe a fitted BaselineRegressor."""
+
+
+# ------------------------------------------------------------------------------------- features
+
+def _luma(frames: np.ndarray) -> np.ndarray:
+    """[T, H, W] float32 luminance in grey levels (BT.601 weights, as cv2 RGB2GRAY)."""
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return frames.astype(np.float32) @ w
+
+
+def _lapvar(y: np.ndarray) -> float:
+    return float(np.log1p(cv2.Laplacian(y, cv2.CV_32F, ksize=3).var()))
+
+
+def _hf_energy(y: np.ndarray) -> float:
+    # Energy above half the Nyquist radius over the total AC energy: a contrast-invariant sharpness.
+    power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    fy = np.fft.fftfreq(y.shape[0])[:, None]
+    fx = np.fft.fftfreq(y.shape[1])[None, :]
+    high = np.sqrt(fx**2 + fy**2) > 0.25
+    total = power.sum()
+    return float(power[high].sum() / total) if total > 0 else 0.0
+
+
+def _noise_sigma(y: np.ndarray) -> float:
+    # The median filter keeps edges, so its residual is mostly noise; the MAD ignores the few edge
+    # pixels that remain (1.4826 makes it a std for Gaussian noise).
+    med = cv2.medianBlur(np.clip(y, 0, 255).astype(np.uint8), 3).astype(np.float32)
+    r = (y - med)[1:-1, 1:-1]
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+def _gauss_residual(y: np.ndarray) -> float:
+    r = (y - cv2.GaussianBlur(y, (3, 3), 0.8))[1:-1, 1:-1]
+    return float(np.log1p(np.mean(r * r)))
+
+
+def _blockiness(y: np.ndarray) -> float:
+    """Mean |gradient| on the strongest 8-px phase over the mean of the other phases, both axes.
+
+    Phase-invariant (the block grid need not start at pixel 0, e.g. after cropping); about 1 for
+    natural content, above 1 when block edges stand out.
+    """
+    ratios = []
+    for d in (np.abs(np.diff(y, axis=1)).mean(axis=0), np.abs(np.diff(y, axis=0)).mean(axis=1)):
+        n = (d.size // BLOCK) * BLOCK
+        if n < 2 * BLOCK:
+            continue
+        phase = d[:n].reshape(-1, BLOCK).mean(axis=0)
+        k = int(np.argmax(phase))
+        rest = np.delete(phase, k).mean()
+        ratios.append(phase[k] / rest if rest > 1e-6 else 1.0)
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float((np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0)
+
+
+def _temporal(y: np.ndarray) -> tuple[float, float, float]:
+    """(flicker, activity, frozen fraction); zeros for a single frame."""
+    if y.shape[0] < 2:
+        return 0.0, 0.0, 0.0
+    means = y.mean(axis=(1, 2))
+    # std, not mean, of the differences: a steady fade has constant differences and is not flicker.
+    flicker = float(np.std(np.diff(means)) / 255.0)
+    mad = np.abs(np.diff(y, axis=0)).mean(axis=(1, 2))
+    return flicker, float(mad.mean() / 255.0), float(np.mean(mad < FROZEN_THRESHOLD))
+
+
+def _check_frames(frames) -> np.ndarray:
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.shape[-1] != 3:
+        raise FeatureInputError(f"frames: expected [T, H, W, 3], got shape {f.shape}")
+    if f.dtype != np.uint8:
+        raise FeatureInputError(f"frames: expected uint8 RGB, got {f.dtype}")
+    if f.shape[0] < 1 or f.shape[1] < 8 or f.shape[2] < 8:
+        raise FeatureInputError(f"frames: need >= 1 frame of at least 8x8 pixels, got shape {f.shape}")
+    return f
+
+
+def handcrafted_features(frames) -> np.ndarray:
+    """Feature vector (float64, ordered as ``FEATURE_NAMES``) of a uint8 RGB clip [T, H, W, 3]."""
+    f = _check_frames(frames)
+    y = _luma(f)
+    spatial = np.array([[
+        _lapvar(yt), _hf_energy(yt), _noise_sigma(yt), _gauss_residual(yt), _blockiness(yt),
+        yt.mean() / 255.0, np.mean(yt <= 5.0), np.mean(yt >= 250.0), yt.std() / 255.0,
+        _colourfulness(ft),
+    ] for yt, ft in zip(y, f)], dtype=np.float64).mean(axis=0)
+    return np.concatenate([spatial, np.array(_temporal(y), dtype=np.float64)])
+
+
+# ------------------------------------------------------------------------------------- regressor
+
+class BaselineRegressor:
+    """Standardise features, then ridge regression in closed form (numpy).
+
+    ``w = (Z^T Z + alpha I)^-1 Z^T (y - mean y)`` on standardised features Z; the intercept is not
+    penalised. Features with zero variance in training get scale 1 (they then contribute nothing).
+    """
+
+    def __init__(self, *, alpha: float = 1.0, feature_names: tuple[str, ...] | list[str] | None = None):
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"ridge alpha must be a finite number >= 0, got {alpha}")
+        self.alpha = float(alpha)
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float | None = None
+
+    def _check_x(self, x, n_features: int | None = None) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features: expected a 2-D [n_videos, n_features] array, got shape {x.shape}")
+        if n_features is not None and x.shape[1] != n_features:
+            raise ValueError(f"features: the model has {n_features} features, got {x.shape[1]}")
+        if not np.isfinite(x).all():
+            raise ValueError("features: contain NaN / inf")
+        return x
+
+    def fit(self, x, y) -> "BaselineRegressor":
+        n_feat = len(self.feature_names) if self.feature_names is not None else None
+        x = self._check_x(x, n_feat)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if y.shape[0] != x.shape[0] or not np.isfinite(y).all():
+            raise ValueError(f"targets: expected {x.shape[0]} finite values, got {y.shape[0]}")
+        if x.shape[0] < 2:
+            raise ValueError(f"need at least 2 videos to fit, got {x.shape[0]}")
+        self.mean_ = x.mean(axis=0)
+        scale = x.std(axis=0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
+        z = (x - self.mean_) / self.scale_
+        self.intercept_ = float(y.mean())
+        gram = z.T @ z + self.alpha * np.eye(z.shape[1])
+        # lstsq rather than solve: alpha = 0 with collinear features stays well defined (min-norm).
+        self.coef_ = np.linalg.lstsq(gram, z.T @ (y - self.intercept_), rcond=None)[0]
+        return self
+
+    def predict(self, x) -> np.ndarray:
+        if self.coef_ is None:
+            raise ValueError("BaselineRegressor: predict() before fit()")
+        x = self._check_x(x, self.coef_.shape[0])
+        return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def to_dict(self) -> dict:
+        if self.coef_ is None:
+            raise ValueError("BaselineRegressor: to_dict() before fit()")
+        return {
+            "kind": "standardised_ridge",
+            "alpha": self.alpha,
+            "feature_names": self.feature_names,
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+            "coef": self.coef_.tolist(),
+            "intercept": self.intercept_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "baseline") -> "BaselineRegressor":
+        """Rebuild from :meth:`to_dict`; ``source`` (e.g. the file) names the input in errors."""
+        if not isinstance(d, dict) or d.get("kind") != "standardised_ridge":
+            raise BaselineFormatError(f"{source}: not a standardised_ridge baseline (kind={d.get('kind') if isinstance(d, dict) else None!r})")
+        missing = [k for k in ("alpha", "mean", "scale", "coef", "intercept") if k not in d]
+        if missing:
+            raise BaselineFormatError(f"{source}: missing key(s) {missing}")
+        m = cls(alpha=d["alpha"], feature_names=d.get("feature_names"))
+        m.mean_ = np.asarray(d["mean"], dtype=np.float64)
+        m.scale_ = np.asarray(d["scale"], dtype=np.float64)
+        m.coef_ = np.asarray(d["coef"], dtype=np.float64)
+        m.intercept_ = float(d["intercept"])
+        sizes = {m.mean_.shape, m.scale_.shape, m.coef_.shape}
+        if len(sizes) != 1 or m.coef_.ndim != 1 or (m.feature_names is not None
+                                                     and len(m.feature_names) != m.coef_.shape[0]):
+            raise BaselineFormatError(f"{source}: mean / scale / coef / feature_names lengths differ")
+        return m
