@@ -28,6 +28,7 @@ import numpy as np
 from scipy import sparse
 
 REFRESH_RATE = 0.1  # SUREAL's damping of every Newton step
+MIN_STD = 0.05      # floor of the per-rating noise std (see fit): far below any real set's ambiguity
 
 
 class SubjectModelError(ValueError):
@@ -141,11 +142,15 @@ def fit(
     max_iter: int = 10000,
     tol: float = 1e-8,
     refresh_rate: float = REFRESH_RATE,
+    min_std: float = MIN_STD,
 ) -> SubjectModelResult:
     """Fit the MLE subject model to ``scores`` [n_videos, n_raters] (NaN = not rated).
 
     ``content_ids`` [n_videos] (any labels) enables the content-ambiguity term; without it the model
     is content-oblivious. ``max_iter`` / ``tol`` are SUREAL's ``MAX_ITR`` (10000) / ``delta_thr`` (1e-8).
+    ``min_std`` floors the per-rating noise std (through ``a``, or ``v`` without contents); SUREAL
+    clips at 0, which lets the likelihood run to infinity on small sets when a rater's ``v`` and a
+    content's ``a`` both reach 0. On real sets ``a`` stays far above it, so results equal SUREAL's.
     """
     r = _prepare(scores, content_ids)
     content_aware = content_ids is not None
@@ -164,7 +169,7 @@ def fit(
     lr = refresh_rate
     converged = False
     itr = 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         while True:
             x_prev = x
             # --- b: weighted mean of (u - x) per rater, weights 1 / (v^2 + a^2) ---
@@ -183,7 +188,7 @@ def fit(
             g = np.where(in_cell, -n_sc / add + r2 / add ** 2, 0.0).sum(1)
             poly = a2 ** 2 - 3 * v2 ** 2 - 2 * v2 * a2
             h = np.where(in_cell, n_sc * sub / add ** 2 + r2 * poly / add ** 4, 0.0).sum(1)
-            v = np.maximum(v * (1 - lr) + lr * (v - v * g / h), 0.0)
+            v = np.maximum(v - lr * _newton(v, g, h), 0.0 if content_aware else min_std)
             v_std = 1.0 / np.sqrt(np.maximum(0.0, -h))
             # --- a: same on d logL / d a_c, summed over the content's ratings ---
             if content_aware:
@@ -192,7 +197,7 @@ def fit(
                 g = np.where(in_cell, -n_sc / add + r2 / add ** 2, 0.0).sum(0)
                 poly = v2 ** 2 - 3 * a2 ** 2 - 2 * v2 * a2
                 h = np.where(in_cell, -n_sc * sub / add ** 2 + r2 * poly / add ** 4, 0.0).sum(0)
-                a = np.maximum(a * (1 - lr) + lr * (a - a * g / h), 0.0)
+                a = np.maximum(a - lr * _newton(a, g, h), min_std)
                 a_std = 1.0 / np.sqrt(np.maximum(0.0, -h))
             else:
                 a_std = np.zeros(r.C)
@@ -220,6 +225,13 @@ def fit(
         log_likelihood=_loglik(r, x, b, v, a), iterations=itr, converged=converged,
         n_ratings=int(r.y.size), extra={"n_per_video": n_e},
     )
+
+
+def _newton(p, g, h):
+    """SUREAL's damped step ``p * g / h`` (its v * (1 - lr) + lr * (v - v g / h)), taken only where
+    the curvature is negative: where h >= 0 the "Newton" step climbs away from the maximum, which on
+    small sets sends an ambiguity to infinity. On real sets h < 0 throughout, so nothing changes."""
+    return np.where(h < 0, p * g / h, 0.0)
 
 
 def _loglik(r: _Ratings, x, b, v, a) -> float:

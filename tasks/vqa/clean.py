@@ -30,13 +30,14 @@ def run(params: dict, scores: str | None = None, out: str | None = None) -> dict
     scores_csv = resolve(params, scores) if scores else resolve(params, data["raw_dir"]) / "scores.csv"
     out_dir = resolve(params, out) if out else resolve(params, data["clean_dir"])
     return clean_scores(scores_csv, out_dir, method=cfg["method"],
-                        max_iter=int(cfg["max_iter"]), tol=float(cfg["tol"]))
+                        max_iter=int(cfg["max_iter"]), tol=float(cfg["tol"]),
+                        min_std=float(cfg["min_std"]))
 
 
 # ------------------------------------------------------------------------------------------ core
 
 def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10000,
-                 tol: float = 1e-8) -> dict:
+                 tol: float = 1e-8, min_std: float = 0.05) -> dict:
     """Fit ``method`` on ``scores_csv`` and write the clean folder ``out_dir``; returns clean.json's dict."""
     scores_csv, out_dir = Path(scores_csv), Path(out_dir)
     if method not in METHODS:
@@ -45,7 +46,8 @@ def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10
     if "mos" in table.columns and not {"rater_id", "score"} <= set(table.columns):
         frames, summary = _mos_passthrough(scores_csv, table)
     else:
-        frames, summary = _per_rater(scores_csv, table, method=method, max_iter=max_iter, tol=tol)
+        frames, summary = _per_rater(scores_csv, table, method=method, max_iter=max_iter, tol=tol,
+                                     min_std=min_std)
     summary["scores"] = str(scores_csv)
     # everything is computed before anything is written: a failure above leaves out_dir as it was
     with atomic_dir(out_dir) as tmp:
@@ -123,7 +125,7 @@ def _mos_passthrough(path: Path, table):
     return frames, summary
 
 
-def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float):
+def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float, min_std: float):
     import numpy as np
 
     table = table.assign(score=_numeric(path, table, "score"))
@@ -154,7 +156,8 @@ def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float):
     u = rated.pivot(index="video_id", columns="rater_id", values="score").reindex(index=videos, columns=raters)
     scores = u.to_numpy(dtype=float)
     if method == "mle":
-        frames, fit_info = _fit_mle(path, scores, videos, raters, contents, max_iter=max_iter, tol=tol)
+        frames, fit_info = _fit_mle(path, scores, videos, raters, contents, max_iter=max_iter, tol=tol,
+                                     min_std=min_std)
     else:
         frames, fit_info = _fit_mos(scores, videos, raters, contents)
     summary = {"method": method, **fit_info, "n_videos": len(videos), "n_raters": len(raters),
@@ -179,7 +182,7 @@ def _content_of_videos(path: Path, table, videos):
 
 # ---------------------------------------------------------------------------------------- models
 
-def _fit_mle(path, scores, videos, raters, contents, *, max_iter, tol):
+def _fit_mle(path, scores, videos, raters, contents, *, max_iter, tol, min_std):
     import pandas as pd
 
     from models.vqa.subject_model import SubjectModelError, fit
@@ -188,7 +191,7 @@ def _fit_mle(path, scores, videos, raters, contents, *, max_iter, tol):
     log(f"clean: MLE subject model on {len(videos)} videos x {len(raters)} raters")
     t0 = time.perf_counter()
     try:
-        res = fit(scores, content_ids=cids, max_iter=max_iter, tol=tol)
+        res = fit(scores, content_ids=cids, max_iter=max_iter, tol=tol, min_std=min_std)
     except SubjectModelError as e:
         raise MokuflowError(f"{path}: {e}") from None
     log(f"clean: {res.iterations} iterations in {time.perf_counter() - t0:.2f} s"
