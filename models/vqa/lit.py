@@ -1,0 +1,224 @@
+"""Lightning wrappers for STDAM: the training module and the data module over cached clips.
+
+No params.yaml here: tasks/vqa/train.py maps params to these explicit arguments.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from models.vqa.losses import QualityLoss
+from models.vqa.stdam import STDAM
+from models.vqa.video import MOTIONS, FrameCache
+
+Item = tuple[str, float]  # (video path, quality)
+
+
+def correlations(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
+    """(SRCC, PLCC); 0 when undefined (constant input, < 2 items) so checkpoint selection still works."""
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    if len(y_true) < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return 0.0, 0.0
+    return float(stats.spearmanr(y_true, y_pred)[0]), float(stats.pearsonr(y_true, y_pred)[0])
+
+
+def to_model_inputs(frames: Tensor, motion: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched uint8 [B,T,H,W,3] frames + float [B,T,H,W,C] motion -> STDAM's channel-first inputs.
+
+    Clips travel as uint8 (4x less host->device traffic); conversion happens on the device.
+    """
+    frames = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    motion = motion.permute(0, 1, 4, 2, 3).float()
+    return frames.contiguous(), motion.contiguous()
+
+
+# ------------------------------------------------------------------------------------------- module
+
+class VQALitModule(L.LightningModule):
+    """STDAM + QualityLoss + AdamW/cosine. Targets are standardised with the train split's mean/std
+    (kept as buffers and hparams) so losses are scale-free; ``predict_quality`` maps back."""
+
+    def __init__(self, *, model_kwargs: dict, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 plcc_weight: float = 1.0, rank_weight: float = 1.0, mse_weight: float = 0.5,
+                 target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__()
+        # logger=False: the pipeline logs params itself (tasks.tracking) under params.yaml's names.
+        self.save_hyperparameters(logger=False)
+        self.model = STDAM(**model_kwargs)
+        self.loss = QualityLoss(plcc_weight=plcc_weight, rank_weight=rank_weight, mse_weight=mse_weight)
+        std = float(target_std) if target_std and target_std > 0 else 1.0
+        self.register_buffer("target_mean", torch.tensor(float(target_mean)))
+        self.register_buffer("target_std", torch.tensor(std))
+        self.history: list[dict] = []  # one row per finished epoch; saved in checkpoints (resume)
+        self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
+        self._val_preds: list[Tensor] = []
+        self._val_targets: list[Tensor] = []
+        self._val_losses: list[tuple[float, int]] = []
+        self._last_val: dict | None = None
+
+    def forward(self, frames: Tensor, motion: Tensor) -> Tensor:
+        """Normalised-scale predictions."""
+        return self.model(frames, motion)
+
+    def predict_quality(self, frames: Tensor, motion: Tensor) -> Tensor:
+        return self(frames, motion).float() * self.target_std + self.target_mean
+
+    def _normalise(self, quality: Tensor) -> Tensor:
+        return (quality.float() - self.target_mean) / self.target_std
+
+    # -- steps ---------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        frames, motion = to_model_inputs(batch[0], batch[1])
+        terms = self.loss(self(frames, motion), self._normalise(batch[2]))
+        n = len(batch[2])
+        if self._train_n and self._train_epoch != int(self.current_epoch):
+            # Resumed from a checkpoint taken after an epoch's last step but before its end hooks:
+            # Lightning goes on with the next epoch, so record that one now (without validation).
+            self._close_epoch(self._train_epoch)
+        self._train_sum += float(terms["loss"].detach()) * n
+        self._train_n += n
+        self._train_epoch = int(self.current_epoch)
+        self.log("train_loss", terms["loss"], on_step=False, on_epoch=True, batch_size=n)
+        return terms["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        frames, motion = to_model_inputs(batch[0], batch[1])
+        pred = self(frames, motion).float()
+        terms = self.loss(pred, self._normalise(batch[2]))
+        self._val_preds.append(pred.detach() * self.target_std + self.target_mean)
+        self._val_targets.append(batch[2].detach().float())
+        self._val_losses.append((float(terms["loss"]), len(batch[2])))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_preds, self._val_targets, self._val_losses = [], [], []
+
+    def on_validation_epoch_end(self) -> None:
+        # Correlations need the whole split, not per-batch averages. (Single-process gathering:
+        # under DDP each rank scores its shard; use a DistributedSampler-free val loader there.)
+        preds = torch.cat(self._val_preds).cpu().numpy() if self._val_preds else np.zeros(0)
+        targets = torch.cat(self._val_targets).cpu().numpy() if self._val_targets else np.zeros(0)
+        total = sum(n for _, n in self._val_losses)
+        val_loss = sum(l * n for l, n in self._val_losses) / max(total, 1)
+        srcc, plcc = correlations(targets, preds)
+        metrics = {"val_loss": val_loss, "val_srcc": srcc, "val_plcc": plcc}
+        self.log_dict(metrics, on_epoch=True, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self._last_val = metrics
+
+    def on_train_epoch_end(self) -> None:
+        self._close_epoch(int(self.current_epoch))
+
+    def _close_epoch(self, epoch: int) -> None:
+        row = {"epoch": epoch, "train_loss": self._train_sum / self._train_n if self._train_n else float("nan")}
+        val = self._last_val or {}
+        row.update({k: float(val.get(k, float("nan"))) for k in ("val_loss", "val_srcc", "val_plcc")})
+        self.history.append(row)
+        self._train_sum, self._train_n, self._last_val = 0.0, 0, None
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(max(1, total // 20), 100)  # short warm-up: attention + LSTM from scratch dislike big first steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- resume: the epoch history and the running epoch's loss live in the checkpoint ------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mokuflow_history"] = list(self.history)
+        checkpoint["mokuflow_train_running"] = (self._train_sum, self._train_n, self._train_epoch, self._last_val)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get("mokuflow_history", []))
+        self._train_sum, self._train_n, self._train_epoch, self._last_val = checkpoint.get(
+            "mokuflow_train_running", (0.0, 0, -1, None))
+
+
+# --------------------------------------------------------------------------------------------- data
+
+class ClipDataset(Dataset):
+    """(frames uint8 [T,H,W,3], motion float32 [T,H,W,C], quality float32) from the frame cache.
+
+    ``flip``: random horizontal flip (quality-preserving); flow's x component changes sign with it.
+    """
+
+    def __init__(self, items: Sequence[Item], cache: FrameCache, *, flip: bool = False):
+        self.items, self.cache, self.flip = list(items), cache, flip
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, quality = self.items[i]
+        frames, motion = self.cache.get(path)
+        frames, motion = torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(np.ascontiguousarray(motion))
+        if self.flip and bool(torch.rand(()) < 0.5):
+            frames, motion = frames.flip(2), motion.flip(2).clone()
+            if motion.shape[-1] == 2:
+                motion[..., 0].neg_()
+        return frames, motion, torch.tensor(float(quality), dtype=torch.float32)
+
+
+class VQADataModule(L.LightningDataModule):
+    """Explicit (path, quality) lists per split; ``prepare_data`` decodes each video once into the cache."""
+
+    def __init__(self, *, train_items: Sequence[Item], val_items: Sequence[Item],
+                 test_items: Sequence[Item] = (), n_frames: int, height: int, width: int,
+                 motion: str = "diff", cache_dir: str | os.PathLike, batch_size: int = 8,
+                 num_workers: int = 0, seed: int = 0, flip: bool = True):
+        super().__init__()
+        if not train_items:
+            raise ValueError("VQADataModule: the train split is empty")
+        self.train_items, self.val_items, self.test_items = list(train_items), list(val_items), list(test_items)
+        self.frames_cfg = {"n_frames": int(n_frames), "height": int(height), "width": int(width), "motion": motion}
+        self.cache_dir = str(cache_dir)
+        self.batch_size, self.num_workers, self.seed, self.flip = int(batch_size), int(num_workers), int(seed), flip
+
+    @property
+    def motion_channels(self) -> int:
+        return MOTIONS[self.frames_cfg["motion"]]
+
+    @property
+    def target_stats(self) -> dict:
+        """Mean / std of the train split's quality: the normalisation the module learns on."""
+        q = np.array([q for _, q in self.train_items], dtype=float)
+        return {"mean": float(q.mean()), "std": float(q.std()) if q.std() > 0 else 1.0}
+
+    def cache(self) -> FrameCache:
+        return FrameCache(self.cache_dir, **self.frames_cfg)
+
+    def prepare_data(self) -> None:
+        # Decoding is the slow part; done once here (rank 0), training then reads .npy files.
+        self.cache().fill(p for p, _ in self.train_items + self.val_items + self.test_items)
+
+    def _loader(self, items: Sequence[Item], *, train: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            ClipDataset(items, self.cache(), flip=train and self.flip),
+            batch_size=self.batch_size, shuffle=train, generator=gen if train else None,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(), drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_items, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_items, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_items, train=False)
