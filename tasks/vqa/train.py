@@ -127,6 +127,20 @@ def _callbacks(ckpt_dir: Path, every_n_steps: int):
         def on_train_start(self, trainer, pl_module):
             StartStep.step = int(trainer.global_step)
 
+    class EpochLog(L.Callback):
+        """One line per epoch, for logs with no progress bar (dvc repro, Prefect, CI)."""
+        t0 = 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):  # after the epoch's validation
+            if trainer.is_global_zero:
+                m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+                shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("train_loss", "val_loss", "val_srcc") if k in m)
+                log(f"train: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
+                    f"({time.perf_counter() - self.t0:.1f} s)")
+
     # "last": one file, overwritten (Lightning writes it through a temp file, so a kill leaves the
     # previous one intact); by steps when asked, else once per epoch.
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
@@ -134,7 +148,7 @@ def _callbacks(ckpt_dir: Path, every_n_steps: int):
                            every_n_epochs=None if every_n_steps > 0 else 1)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor="val_srcc",
                            mode="max", save_top_k=1)
-    return last, best, StartStep()
+    return last, best, StartStep(), EpochLog()
 
 
 def build_trainer(params: dict, run_dir: Path, run_id: str, callbacks, n_batches: int):
@@ -195,9 +209,10 @@ def run(params: dict, **kwargs) -> dict:
 
     run_dir, run_id, resumed = open_run(params, data_version)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    last_cb, best_cb, start_cb = _callbacks(run_dir / "checkpoints", int(t["checkpoint_every_n_steps"] or 0))
+    last_cb, best_cb, start_cb, epoch_cb = _callbacks(run_dir / "checkpoints",
+                                                      int(t["checkpoint_every_n_steps"] or 0))
     n_batches = -(-len(items["train"]) // int(t["batch_size"]))
-    trainer = build_trainer(params, run_dir, run_id, [last_cb, best_cb, start_cb], n_batches)
+    trainer = build_trainer(params, run_dir, run_id, [last_cb, best_cb, start_cb, epoch_cb], n_batches)
     log(f"train: {len(items['train'])} train / {len(items['val'])} val videos, "
         f"{t['max_epochs']} epochs, data {data_version}")
     os.environ[RUN_DIR_ENV] = str(run_dir)
