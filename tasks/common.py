@@ -27,7 +27,8 @@ class MokuflowError(Exception):
 # ----------------------------------------------------------------------------------------- params
 
 def find_params(path: str | os.PathLike | None = None) -> Path:
-    """params.yaml: the given path, $MOKUFLOW_PARAMS, or the nearest one from the cwd upwards."""
+    """params.yaml: the given path, $MOKUFLOW_PARAMS, the nearest one from the cwd upwards, or the
+    project's own."""
     if path is None:
         path = os.environ.get("MOKUFLOW_PARAMS")
     if path is not None:
@@ -39,6 +40,10 @@ def find_params(path: str | os.PathLike | None = None) -> Path:
     for d in (here, *here.parents):
         if (d / "params.yaml").is_file():
             return d / "params.yaml"
+    # outside the project (e.g. `mokuflow vqa clean --scores x.csv --out y` elsewhere): its defaults
+    packaged = Path(__file__).resolve().parents[1] / "params.yaml"
+    if packaged.is_file():
+        return packaged
     raise MokuflowError(f"no params.yaml in {here} or its parents (pass --params)")
 
 

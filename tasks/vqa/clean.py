@@ -27,8 +27,9 @@ def add_arguments(parser) -> None:
 def run(params: dict, scores: str | None = None, out: str | None = None) -> dict:
     cfg = params["vqa"]["clean"]
     data = params["vqa"]["data"]
-    scores_csv = resolve(params, scores) if scores else resolve(params, data["raw_dir"]) / "scores.csv"
-    out_dir = resolve(params, out) if out else resolve(params, data["clean_dir"])
+    # paths given on the command line are the user's: relative to the cwd, not to params.yaml
+    scores_csv = Path(scores).resolve() if scores else resolve(params, data["raw_dir"]) / "scores.csv"
+    out_dir = Path(out).resolve() if out else resolve(params, data["clean_dir"])
     return clean_scores(scores_csv, out_dir, method=cfg["method"],
                         max_iter=int(cfg["max_iter"]), tol=float(cfg["tol"]),
                         min_std=float(cfg["min_std"]))

@@ -162,3 +162,19 @@ def test_clean_cli_does_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "clean" / "scores.csv").is_file()
+
+
+def test_cli_paths_are_relative_to_the_callers_cwd(tmp_path, monkeypatch):
+    """`mokuflow vqa clean --scores RAW.csv --out DIR` run outside the project: paths are the user's."""
+    from tasks.cli import main
+
+    rows = ["video_id,rater_id,score"] + [f"v{v},r{r},{1 + (v + r) % 5}" for v in range(6) for r in range(5)]
+    (tmp_path / "raw.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOKUFLOW_PARAMS", raising=False)
+    assert main(["vqa", "clean", "--scores", "raw.csv", "--out", "cleaned"]) == 0
+    import pandas as pd
+
+    scores = pd.read_csv(tmp_path / "cleaned" / "scores.csv")
+    assert sorted(scores["video_id"]) == [f"v{v}" for v in range(6)]
+    assert {"rater_id", "bias", "inconsistency"} <= set(pd.read_csv(tmp_path / "cleaned" / "raters.csv"))
