@@ -11,6 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_API_URL ?= http://127.0.0.1:4200/api
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_EXTRA_LOGGERS := mokuflow
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export GIT_PYTHON_REFRESH := quiet
