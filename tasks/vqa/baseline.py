@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.common import MokuflowError, log, progress, resolve, write_json
-
-FRAME_KEYS = ("n_frames", "height", "width", "motion")
+from tasks.vqa.data import FRAME_KEYS, frames_cfg, split_items
 
 
 def run(params: dict, **kwargs) -> dict:
@@ -22,9 +21,7 @@ def run(params: dict, **kwargs) -> dict:
     cfg = params["vqa"]["baseline"]
     alpha = _alpha(cfg.get("ridge_alpha", 1.0))
     frames = frames_cfg(params)
-    items = split_items(params, ("train", "val"))
-    if len(items) < 3:
-        raise MokuflowError(f"{videos_csv(params)}: {len(items)} labelled train/val video(s); need >= 3")
+    items = split_items(params, ("train", "val"), min_n=3)
     x = clip_features(list(items["path"]), frames=frames, cache_dir=resolve(params, params["vqa"]["frames"]["cache_dir"]))
     y = items["quality"].to_numpy(dtype=float)
     is_val = (items["split"] == "val").to_numpy()
@@ -43,63 +40,6 @@ def run(params: dict, **kwargs) -> dict:
     log(f"baseline: ridge on {len(FEATURE_NAMES)} features, {len(items)} videos, "
         f"train SRCC {train_fit['srcc']:.3f}" + (f", val SRCC {val_fit['srcc']:.3f}" if val_fit else ""))
     return {"baseline": str(out), **summary}
-
-
-# --------------------------------------------------------------------- shared with evaluate
-
-def frames_cfg(params: dict) -> dict:
-    f = params["vqa"]["frames"]
-    return {k: f[k] for k in FRAME_KEYS}
-
-
-def videos_csv(params: dict) -> Path:
-    return resolve(params, params["vqa"]["data"]["raw_dir"]) / "videos.csv"
-
-
-def scores_csv(params: dict) -> Path:
-    return resolve(params, params["vqa"]["data"]["clean_dir"]) / "scores.csv"
-
-
-def _read_table(path: Path, columns: tuple[str, ...], stage: str):
-    import pandas as pd
-
-    if not path.is_file():
-        raise MokuflowError(f"{path}: not found (run the {stage} stage first)")
-    try:
-        df = pd.read_csv(path, dtype={"video_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise MokuflowError(f"{path}: not a readable CSV ({e})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MokuflowError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
-    dup = df["video_id"][df["video_id"].duplicated()]
-    if len(dup):
-        raise MokuflowError(f"{path}: duplicate video_id(s) {sorted(set(dup))[:5]}")
-    return df
-
-
-def split_items(params: dict, splits: tuple[str, ...]):
-    """Labelled videos of the given splits: DataFrame(video_id, path [absolute], split, quality).
-
-    Joins acquire's ``videos.csv`` with clean's ``scores.csv``; videos of the splits without a
-    cleaned score (e.g. no rating survived) are left out with a log line.
-    """
-    import numpy as np
-
-    vpath, spath = videos_csv(params), scores_csv(params)
-    videos = _read_table(vpath, ("video_id", "path", "split"), "acquire")
-    scores = _read_table(spath, ("video_id", "quality"), "clean")
-    videos = videos[videos["split"].isin(splits)]
-    df = videos.merge(scores[["video_id", "quality"]], on="video_id", how="left")
-    df["quality"] = df["quality"].astype(float)
-    unlabelled = df["quality"].isna() | ~np.isfinite(df["quality"].fillna(0.0))
-    if unlabelled.any():
-        log(f"{spath}: no score for {int(unlabelled.sum())} {'/'.join(splits)} video(s), left out "
-            f"(e.g. {list(df.loc[unlabelled, 'video_id'][:3])})")
-        df = df[~unlabelled]
-    raw_dir = vpath.parent
-    df = df.assign(path=[str(p if Path(p).is_absolute() else raw_dir / p) for p in df["path"]])
-    return df[["video_id", "path", "split", "quality"]].reset_index(drop=True)
 
 
 def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from tasks.common import MokuflowError, log, read_json, resolve, write_json
+from tasks.vqa.data import test_items
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -37,7 +38,7 @@ def run(params: dict, **kwargs) -> dict:
     if not model_pt.is_file():
         raise MokuflowError(f"{model_pt}: model file not found (run the train stage first)")
     run_id = current_run_id(params, "vqa")
-    items = _test_items(params)
+    items = test_items(params)
 
     with resume_run(params, run_id) as mlflow:
         client = MlflowClient()
@@ -116,20 +117,6 @@ def _metric_name(metric) -> str:
 
 
 # ------------------------------------------------------------------------------------- scoring
-
-def _test_items(params: dict):
-    """The held-out test split: DataFrame(video_id, path, quality) with absolute paths."""
-    from tasks.vqa.evaluate import test_items
-
-    items = test_items(params)
-    if len(items) < 3:
-        raise MokuflowError(f"{resolve(params, params['vqa']['data']['raw_dir'])}: the test split has "
-                            f"{len(items)} video(s); need at least 3 to compare models")
-    raw_dir = resolve(params, params["vqa"]["data"]["raw_dir"])
-    items = items.copy()
-    items["path"] = [str(p if Path(p).is_absolute() else raw_dir / p) for p in items["path"]]
-    return items
-
 
 def _predict(model_uri: str, paths: list[str]):
     """Scores of the registered pyfunc, loaded as a user would load it."""

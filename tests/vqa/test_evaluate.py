@@ -110,7 +110,7 @@ def test_baseline_errors_name_the_file(project, tmp_path):
 # ------------------------------------------------------------------------------------- evaluate
 
 def test_test_items(project):
-    from tasks.vqa.evaluate import test_items
+    from tasks.vqa.data import test_items
 
     items = test_items(project["params"])
     assert list(items.columns) == ["video_id", "path", "quality"]
@@ -136,7 +136,7 @@ def test_predictions_match_the_models(project):
     from models.vqa.inference import load_model, predict_paths
     from models.vqa.metrics import score_all
     from tasks.vqa.baseline import clip_features, load_baseline
-    from tasks.vqa.evaluate import test_items
+    from tasks.vqa.data import test_items
 
     params, root = project["params"], project["root"]
     metrics, pred = outputs(project)

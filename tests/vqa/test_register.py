@@ -106,7 +106,7 @@ def test_first_registration_becomes_champion(params):
 
     # the score recorded is the served model's score on the test split
     from models.vqa.metrics import srcc
-    from tasks.vqa.evaluate import test_items
+    from tasks.vqa.data import test_items
 
     items = test_items(params)
     served = mlflow.pyfunc.load_model("models:/vqa@champion")

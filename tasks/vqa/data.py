@@ -1,0 +1,83 @@
+"""The VQA data every model stage reads: acquire's videos.csv joined with clean's scores.csv, and the
+frame sampling settings. One reader for train, baseline, evaluate and register."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.common import MokuflowError, log, resolve
+
+FRAME_KEYS = ("n_frames", "height", "width", "motion")
+
+
+def frames_cfg(params: dict) -> dict:
+    """``vqa.frames`` without the cache folder: how every video is sampled, checked."""
+    from models.vqa.video import MOTIONS  # numpy + OpenCV only
+
+    f = params["vqa"]["frames"]
+    if f["motion"] not in MOTIONS:
+        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.frames.motion must be one of "
+                            f"{sorted(MOTIONS)}, got {f['motion']!r}")
+    for k in ("n_frames", "height", "width"):
+        if not isinstance(f[k], int) or f[k] < 1:
+            raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.frames.{k} must be a positive "
+                                f"integer, got {f[k]!r}")
+    return {k: f[k] for k in FRAME_KEYS}
+
+
+def videos_csv(params: dict) -> Path:
+    return resolve(params, params["vqa"]["data"]["raw_dir"]) / "videos.csv"
+
+
+def scores_csv(params: dict) -> Path:
+    return resolve(params, params["vqa"]["data"]["clean_dir"]) / "scores.csv"
+
+
+def read_table(path: Path, columns: tuple[str, ...], stage: str):
+    """A CSV with these columns and unique text ``video_id`` s, or an error naming the file."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise MokuflowError(f"{path}: not found (run the {stage} stage first)")
+    try:
+        df = pd.read_csv(path, dtype={"video_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise MokuflowError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise MokuflowError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    dup = df["video_id"][df["video_id"].duplicated()]
+    if len(dup):
+        raise MokuflowError(f"{path}: duplicate video_id(s) {sorted(set(dup))[:5]}")
+    return df
+
+
+def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
+    """Labelled videos of the given splits: DataFrame(video_id, path [absolute], split, quality).
+
+    Videos without a finite cleaned score (e.g. no rating survived) are left out with a log line;
+    fewer than ``min_n`` left is an error naming videos.csv.
+    """
+    import numpy as np
+
+    vpath, spath = videos_csv(params), scores_csv(params)
+    videos = read_table(vpath, ("video_id", "path", "split"), "acquire")
+    scores = read_table(spath, ("video_id", "quality"), "clean")
+    videos = videos[videos["split"].isin(splits)]
+    df = videos.merge(scores[["video_id", "quality"]], on="video_id", how="left")
+    df["quality"] = df["quality"].astype(float)
+    unlabelled = df["quality"].isna() | ~np.isfinite(df["quality"].fillna(0.0))
+    if unlabelled.any():
+        log(f"{spath}: no score for {int(unlabelled.sum())} {'/'.join(splits)} video(s), left out "
+            f"(e.g. {list(df.loc[unlabelled, 'video_id'][:3])})")
+        df = df[~unlabelled]
+    if len(df) < min_n:
+        raise MokuflowError(f"{vpath}: {len(df)} labelled {'/'.join(splits)} video(s) with a score in "
+                            f"{spath}; need at least {min_n}")
+    raw_dir = vpath.parent
+    df = df.assign(path=[str(p if Path(p).is_absolute() else raw_dir / p) for p in df["path"]])
+    return df[["video_id", "path", "split", "quality"]].reset_index(drop=True)
+
+
+def test_items(params: dict):
+    """The held-out test split, at least 3 videos (rank correlations need them): video_id, path, quality."""
+    return split_items(params, ("test",), min_n=3)[["video_id", "path", "quality"]]
