@@ -18,11 +18,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def tracking_uri(params: dict) -> str:
-    """``mlflow.tracking_uri`` with a relative SQLite path made absolute against the repo."""
+    """``mlflow.tracking_uri`` with a relative local store made absolute against the repo, so every
+    process (DVC stage, Prefect runner, Lightning's logger) writes to the same one whatever its cwd."""
     uri = str(params["mlflow"]["tracking_uri"])
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(resolve(params, uri[len(prefix):]))
+    for prefix in ("sqlite:///", "file:"):
+        if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+            return prefix + str(resolve(params, uri[len(prefix):]))
+    if "://" not in uri and not uri.startswith(("databricks", "file:")):  # a plain folder path
+        return resolve(params, uri).as_uri()
     return uri
 
 
@@ -58,10 +61,11 @@ def git_commit(repo: Path) -> tuple[str, bool]:
         return "unknown", False
 
 
-def run_tags(params: dict, study: str) -> dict[str, str]:
+def run_tags(params: dict, study: str, data_version: str | None = None) -> dict[str, str]:
     """Tags that make a run traceable: DVC data version of the cleaned data and the git commit."""
-    clean_dir = resolve(params, params[study]["data"]["clean_dir"])
-    data_version = dvc_dir_hash(clean_dir) if clean_dir.exists() else "missing"
+    if data_version is None:
+        clean_dir = resolve(params, params[study]["data"]["clean_dir"])
+        data_version = dvc_dir_hash(clean_dir) if clean_dir.exists() else "missing"
     sha, dirty = git_commit(root(params))
     return {
         "mokuflow.study": study,
@@ -81,13 +85,15 @@ def loggable_params(params: dict, study: str) -> dict[str, str]:
     return {k: ("null" if v is None else str(v))[:6000] for k, v in flat.items()}
 
 
-def start_run(params: dict, study: str, run_name: str | None = None) -> str:
-    """Create the pipeline's MLflow run with params and tags; returns its id (the run is left ended)."""
+def start_run(params: dict, study: str, run_name: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+    """Create the pipeline's MLflow run with params and tags (``run_tags`` unless given); returns its
+    id (the run is left ended)."""
     mlflow = setup(params)
     exp = experiment_id(params, study)
     with mlflow.start_run(experiment_id=exp, run_name=run_name) as run:
         mlflow.log_params(loggable_params(params, study))
-        mlflow.set_tags(run_tags(params, study))
+        mlflow.set_tags(tags if tags is not None else run_tags(params, study))
         return run.info.run_id
 
 
@@ -99,9 +105,12 @@ def resume_run(params: dict, run_id: str) -> Iterator:
         yield mlflow
 
 
-def current_run_id(params: dict, study: str) -> str:
-    """The run id the train stage recorded in ``<train.out_dir>/run.json``."""
+def current_run_id(params: dict, study: str, *, required: bool = True) -> str | None:
+    """The run id the train stage recorded in ``<train.out_dir>/run.json`` (None if absent and not
+    ``required``)."""
     run_file = resolve(params, params[study]["train"]["out_dir"]) / "run.json"
+    if not required and not run_file.is_file():
+        return None
     info = read_json(run_file)
     if "mlflow_run_id" not in info:
         raise MokuflowError(f"{run_file}: no mlflow_run_id (re-run the train stage)")

@@ -81,3 +81,18 @@ def test_dir_hash_matches_what_dvc_records(tmp_path):
     assert dvc_dir_hash(data) == recorded
     (data / "b.csv").write_text("x,y\n1,3\n")
     assert dvc_dir_hash(data) != recorded
+
+
+def test_tracking_uri_is_absolute_whatever_the_cwd(tmp_path):
+    """Every process (DVC stage, Prefect runner, Lightning's logger) must write to the same store."""
+    from tasks.tracking import tracking_uri
+
+    (tmp_path / "params.yaml").write_text("mlflow:\n  tracking_uri: x\n")
+    p = load_params(tmp_path / "params.yaml")
+    for given, expected in [("sqlite:///mlflow.db", f"sqlite:///{tmp_path}/mlflow.db"),
+                            ("sqlite:////abs/m.db", "sqlite:////abs/m.db"),
+                            ("mlruns", (tmp_path / "mlruns").as_uri()),
+                            ("file:mlruns", f"file:{tmp_path}/mlruns"),
+                            ("http://mlflow:5000", "http://mlflow:5000")]:
+        p["mlflow"]["tracking_uri"] = given
+        assert tracking_uri(p) == expected, given

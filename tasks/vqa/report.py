@@ -15,7 +15,7 @@ import html
 import io
 from pathlib import Path
 
-from tasks.common import MokuflowError, atomic_path, dvc_dir_hash, log, read_json, resolve, root
+from tasks.common import MokuflowError, atomic_path, log, read_json, resolve
 
 METRIC_ORDER = ("srcc", "plcc", "krcc", "rmse")
 METRIC_LABEL = {"srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC", "rmse": "RMSE"}
@@ -33,15 +33,17 @@ def run(params: dict, **kwargs) -> dict:
     predictions = _read_csv(metrics_dir / "predictions.csv", required=True)
     history = _read_csv(train_dir / "history.csv")
     raters = _read_csv(clean_dir / "raters.csv")
-    run_id = _run_id(train_dir)
+    trained = read_json(train_dir / "run.json") if (train_dir / "run.json").is_file() else {}
+    run_id = trained.get("mlflow_run_id")
+    acquired = read_json(raw_dir / "acquire.json") if (raw_dir / "acquire.json").is_file() else {}
 
     images: dict[str, bytes] = {"scatter.png": _scatter_png(predictions, metrics_dir / "predictions.csv")}
     if history is not None and len(history):
         images["training.png"] = _training_png(history)
     if raters is not None and len(raters):
         images["raters.png"] = _raters_png(raters)
-    unreadable = _unreadable(raw_dir / "acquire.json")
-    summary = _data_summary(params, metrics, raw_dir, clean_dir, run_id)
+    unreadable = acquired.get("unreadable") or []
+    summary = _data_summary(params, metrics, acquired, trained)
     page = _html(metrics, summary, unreadable, images, has_history=history is not None,
                  has_raters=raters is not None)
 
@@ -81,37 +83,23 @@ def _read_csv(path: Path, *, required: bool = False):
         raise MokuflowError(f"{path}: not a readable CSV ({e})") from None
 
 
-def _run_id(train_dir: Path) -> str | None:
-    run_file = train_dir / "run.json"
-    return read_json(run_file).get("mlflow_run_id") if run_file.is_file() else None
-
-
-def _unreadable(acquire_json: Path) -> list[dict]:
-    if not acquire_json.is_file():
-        return []
-    items = read_json(acquire_json).get("unreadable") or []
-    return [i if isinstance(i, dict) else {"path": str(i), "reason": ""} for i in items]
-
-
 def _models(metrics: dict) -> list[str]:
     """Model entries of metrics.json (stdam first, then baseline, then any other)."""
     names = [k for k, v in metrics.items() if isinstance(v, dict) and any(m in v for m in METRIC_ORDER)]
     return sorted(names, key=lambda n: ({"stdam": 0, "baseline": 1}.get(n, 2), n))
 
 
-def _data_summary(params: dict, metrics: dict, raw_dir: Path, clean_dir: Path, run_id: str | None) -> dict:
-    from tasks.tracking import git_commit
-
-    videos = _read_csv(raw_dir / "videos.csv")
-    splits = videos["split"].value_counts().to_dict() if videos is not None and "split" in videos else {}
-    sha, dirty = git_commit(root(params))
+def _data_summary(params: dict, metrics: dict, acquired: dict, trained: dict) -> dict:
+    """What the model was trained on: provenance as the train stage recorded it when the run began."""
+    splits = acquired.get("splits") or {}
+    dirty = str(trained.get("git_dirty")).lower() == "true"
     return {
         "source": params["vqa"]["data"].get("source"),
         "videos per split": ", ".join(f"{k}: {splits[k]}" for k in sorted(splits)) or "unknown",
         "test videos scored": metrics.get("n_test", "unknown"),
-        "data_version (DVC md5 of clean data)": dvc_dir_hash(clean_dir) if clean_dir.exists() else "missing",
-        "git commit": f"{sha}{' (dirty)' if dirty else ''}",
-        "MLflow run": run_id or "none",
+        "data_version (DVC md5 of clean data)": trained.get("data_version") or "unknown",
+        "git commit": f"{trained.get('git_commit') or 'unknown'}{' (dirty)' if dirty else ''}",
+        "MLflow run": trained.get("mlflow_run_id") or "none",
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

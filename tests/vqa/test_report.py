@@ -45,11 +45,14 @@ def project(tmp_path: Path, *, raters: bool = True, run: bool = True) -> dict:
     pd.DataFrame({"video_id": range(len(splits)), "path": "x.mp4", "content_id": 0, "split": splits}
                  ).to_csv(raw / "videos.csv", index=False)
     write_json(raw / "acquire.json", {"source": "folder", "n_videos": len(splits),
+                                      "splits": {"train": 20, "val": 5, "test": n},
                                       "unreadable": [{"path": "videos/broken_<1>.mp4", "reason": "no decodable frame"}]})
     if run:
         from tasks.tracking import start_run
 
-        write_json(train / "run.json", {"mlflow_run_id": start_run(params, "vqa")})
+        # provenance as the train stage recorded it when the run began
+        write_json(train / "run.json", {"mlflow_run_id": start_run(params, "vqa"),
+                                        "data_version": "0123abcd.dir", "git_commit": "feedbeef", "git_dirty": "true"})
     return params
 
 
@@ -71,6 +74,7 @@ def test_report_contents_and_artifacts(tmp_path):
             assert f"{metrics[model][m]['value']:.3f}" in page
     assert "broken_&lt;1&gt;.mp4" in page and "no decodable frame" in page  # escaped, listed
     assert "train: 20" in page and "test: 12" in page
+    assert "0123abcd.dir" in page and "feedbeef (dirty)" in page  # what the model was trained on
     for png in ("scatter.png", "training.png", "raters.png"):
         assert f'src="{png}"' in page
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
