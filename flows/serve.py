@@ -29,7 +29,7 @@ def flows_by_study() -> dict:
     return {"vqa": vqa_pipeline}
 
 
-def deployment_names(params: dict) -> list[str]:
+def deployment_names() -> list[str]:
     return [f"{study}-pipeline/{name}" for study in flows_by_study()
             for name in (study, f"{study}-retrain")]
 
@@ -100,7 +100,7 @@ def start(params: dict, timeout: float = 120.0) -> None:
                                 cwd=root(params), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file.write_text(str(proc.pid))
-    names = deployment_names(params)
+    names = deployment_names()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

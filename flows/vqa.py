@@ -18,10 +18,11 @@ STUDY = "vqa"
 
 
 @flow(name="vqa-pipeline", log_prints=True)
-def vqa_pipeline(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
+def vqa_pipeline(params_path: str | None = None, overrides: dict[str, Any] | None = None,
                  acquire: bool = True) -> dict:
     """acquire -> clean -> train -> baseline -> evaluate -> report -> register.
 
+    ``params_path`` defaults to the nearest params.yaml from the cwd (or $MOKUFLOW_PARAMS);
     ``overrides`` are dotted params keys for this run only (e.g. ``{"vqa.train.max_epochs": 5}``);
     ``acquire=False`` retrains on the data already in ``vqa.data.raw_dir``.
     """

@@ -5,7 +5,6 @@ Nothing here imports torch, prefect, mlflow or dvc, so the CLI starts fast.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -116,10 +115,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def deep_copy(params: dict) -> dict:
-    return copy.deepcopy(params)
-
-
 # ---------------------------------------------------------------------------------------- writing
 
 def _umask() -> int:
@@ -207,12 +202,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
 # ---------------------------------------------------------------------------------------- hashing
 
-def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_hash(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    return file_hash(path, "md5")
 
 
 def dvc_dir_hash(path: str | os.PathLike) -> str:

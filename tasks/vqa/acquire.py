@@ -7,7 +7,6 @@ missing videos are listed in ``acquire.json["unreadable"]`` and left out; they n
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -16,7 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from tasks.common import (MokuflowError, atomic_dir, log, progress, resolve, root, write_csv,
+from tasks.common import (MokuflowError, atomic_dir, file_hash, log, progress, resolve, write_csv,
                           write_json)
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}
@@ -244,8 +243,10 @@ def download(href: str, cache_dir: Path, *, sha256: str | None, chunk: int = 1 <
     name = Path(urllib.parse.urlparse(href).path).name or "download"
     cache_dir.mkdir(parents=True, exist_ok=True)
     final, part = cache_dir / name, cache_dir / f"{name}.part"
-    if final.is_file() and (sha256 is None or _sha256(final) == sha256.lower()):
-        return final, _sha256(final)
+    if final.is_file():  # downloaded before: hash once, keep it if it still matches
+        got = file_hash(final, "sha256")
+        if sha256 is None or got == sha256.lower():
+            return final, got
     start = part.stat().st_size if part.is_file() else 0
     req = urllib.request.Request(href, headers={"Range": f"bytes={start}-"} if start else {})
     try:
@@ -261,7 +262,7 @@ def download(href: str, cache_dir: Path, *, sha256: str | None, chunk: int = 1 <
             raise MokuflowError(f"{href}: download failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise MokuflowError(f"{href}: download failed ({e}); rerun to resume from {part}") from None
-    got = _sha256(part)
+    got = file_hash(part, "sha256")
     if sha256 is not None and got != sha256.lower():
         part.unlink()
         raise MokuflowError(f"{href}: sha256 mismatch: expected {sha256.lower()}, got {got} "
@@ -282,14 +283,6 @@ def _stream(resp, part: Path, *, append: bool, total: int | None, chunk: int) ->
             if time.monotonic() - last > 10:
                 last = time.monotonic()
                 log(f"download: {done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else ""))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def extract(archive: Path, dest: Path) -> None:
