@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tasks.common import (MokuflowError, atomic_dir, dvc_dir_hash, log, read_json, resolve, write_csv,
                           write_json)
+from tasks.vqa.data import frames_cfg, scores_csv, split_items, videos_csv
 
 # Keys that do not change what is learned: left out of the run hash so e.g. more workers still resume.
 _NOT_HASHED = {"train": {"out_dir", "runs_dir", "num_workers", "checkpoint_every_n_steps"},
@@ -28,40 +29,15 @@ RUN_DIR_ENV = "MOKUFLOW_VQA_RUN_DIR"
 # -------------------------------------------------------------------------------------------- data
 
 def load_items(params: dict) -> dict[str, list[tuple[str, float]]]:
-    """{'train'|'val'|'test': [(absolute video path, quality)]} from videos.csv + clean scores.csv."""
-    data = params["vqa"]["data"]
-    raw_dir, clean_dir = resolve(params, data["raw_dir"]), resolve(params, data["clean_dir"])
-    videos_csv, scores_csv = raw_dir / "videos.csv", clean_dir / "scores.csv"
-    videos = _read_csv(videos_csv, {"video_id", "path", "split"})
-    scores = _read_csv(scores_csv, {"video_id", "quality"})
-    videos["video_id"], scores["video_id"] = videos["video_id"].astype(str), scores["video_id"].astype(str)
-    table = videos.merge(scores[["video_id", "quality"]], on="video_id", how="inner")
-    table = table[table["quality"].notna()]
-    if len(table) < len(videos):
-        log(f"train: {len(videos) - len(table)} of {len(videos)} videos in {videos_csv} have no quality "
-            f"in {scores_csv}; left out")
-    items = {s: [(str(raw_dir / p), float(q)) for p, q in zip(g["path"], g["quality"])]
-             for s, g in table.groupby("split")}
+    """{'train'|'val'|'test': [(absolute video path, quality)]}; train and val must not be empty."""
+    table = split_items(params, ("train", "val", "test"))
+    items = {s: list(zip(g["path"], g["quality"].astype(float))) for s, g in table.groupby("split")}
     for split in ("train", "val"):
         if not items.get(split):
-            raise MokuflowError(f"{videos_csv}: no '{split}' videos with a quality in {scores_csv}")
+            raise MokuflowError(f"{videos_csv(params)}: no '{split}' videos with a quality in "
+                                f"{scores_csv(params)}")
     items.setdefault("test", [])
     return items
-
-
-def _read_csv(path: Path, columns: set[str]):
-    import pandas as pd
-
-    if not path.is_file():
-        raise MokuflowError(f"{path}: not found (run the stage that writes it first)")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise MokuflowError(f"{path}: not a readable CSV ({e})") from None
-    missing = columns - set(frame.columns)
-    if missing:
-        raise MokuflowError(f"{path}: missing columns {sorted(missing)}")
-    return frame
 
 
 # --------------------------------------------------------------------------------------- run folder
@@ -83,24 +59,33 @@ def find_resumable(runs_dir: Path, key: str) -> Path | None:
     return max(candidates, key=lambda d: d.name, default=None)
 
 
+def _run_id_of(run_dir: Path) -> str:
+    info = read_json(run_dir / "run.json")
+    if "mlflow_run_id" not in info:
+        raise MokuflowError(f"{run_dir / 'run.json'}: no mlflow_run_id (delete the folder to start afresh)")
+    return info["mlflow_run_id"]
+
+
 def open_run(params: dict, data_version: str) -> tuple[Path, str, bool]:
     """(run folder, MLflow run id, resumed?): resume an unfinished run of the same hash or start one."""
     from tasks import tracking
 
     env_dir = os.environ.get(RUN_DIR_ENV)
     if env_dir and (Path(env_dir) / "run.json").is_file():  # a DDP child of rank 0's run
-        return Path(env_dir), read_json(Path(env_dir) / "run.json")["mlflow_run_id"], True
+        return Path(env_dir), _run_id_of(Path(env_dir)), True
     runs_dir = resolve(params, params["vqa"]["train"]["runs_dir"])
     key = run_hash(params, data_version)
     found = find_resumable(runs_dir, key)
     if found is not None:
-        info = read_json(found / "run.json")
-        log(f"train: resuming {found} (MLflow run {info['mlflow_run_id']})")
-        return found, info["mlflow_run_id"], True
+        run_id = _run_id_of(found)
+        log(f"train: resuming {found} (MLflow run {run_id})")
+        return found, run_id, True
     name = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = runs_dir / name
-    run_id = tracking.start_run(params, "vqa", run_name=name)
+    tags = tracking.run_tags(params, "vqa", data_version=data_version)
+    run_id = tracking.start_run(params, "vqa", run_name=name, tags=tags)
     write_json(run_dir / "run.json", {"mlflow_run_id": run_id, "hash": key, "data_version": data_version,
+                                      "git_commit": tags["git_commit"], "git_dirty": tags["git_dirty"],
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     log(f"train: new run {run_dir} (MLflow run {run_id})")
     return run_dir, run_id, False
@@ -170,10 +155,7 @@ def build_trainer(params: dict, run_dir: Path, run_id: str, callbacks, n_batches
 def model_kwargs(params: dict) -> dict:
     from models.vqa.video import MOTIONS
 
-    m, motion = params["vqa"]["model"], params["vqa"]["frames"]["motion"]
-    if motion not in MOTIONS:
-        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.frames.motion must be one of "
-                            f"{sorted(MOTIONS)}, got {motion!r}")
+    m, motion = params["vqa"]["model"], frames_cfg(params)["motion"]
     pretrained = resolve(params, m["pretrained"]) if m.get("pretrained") else None
     return dict(backbone_channels=list(m["backbone_channels"]), gcn_layers=int(m["gcn_layers"]),
                 gcn_dim=int(m["gcn_dim"]), attention_heads=int(m["attention_heads"]),
@@ -194,9 +176,9 @@ def run(params: dict, **kwargs) -> dict:
     items = load_items(params)
     data_version = dvc_dir_hash(resolve(params, params["vqa"]["data"]["clean_dir"]))
     L.seed_everything(int(t["seed"]), workers=True, verbose=False)
-    frames_cfg = {k: fr[k] for k in ("n_frames", "height", "width", "motion")}
+    frames = frames_cfg(params)
     dm = VQADataModule(train_items=items["train"], val_items=items["val"], test_items=items["test"],
-                       **frames_cfg, cache_dir=resolve(params, fr["cache_dir"]),
+                       **frames, cache_dir=resolve(params, fr["cache_dir"]),
                        batch_size=int(t["batch_size"]), num_workers=int(t["num_workers"]), seed=int(t["seed"]))
     stats, kw = dm.target_stats, model_kwargs(params)
     loss = t["loss"]
@@ -222,7 +204,7 @@ def run(params: dict, **kwargs) -> dict:
         os.environ.pop(RUN_DIR_ENV, None)
     if not trainer.is_global_zero:
         return {}
-    return _finish(params, trainer, lit, best_cb, last_cb, run_dir, run_id, frames_cfg, stats,
+    return _finish(params, trainer, lit, best_cb, last_cb, run_dir, run_id, frames, stats,
                    start_cb.step)
 
 
@@ -241,7 +223,9 @@ def _finish(params, trainer, lit, best_cb, last_cb, run_dir: Path, run_id: str, 
     model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
     history = pd.DataFrame(lit.history, columns=["epoch", "train_loss", "val_loss", "val_srcc", "val_plcc"])
     best_srcc = float(best_cb.best_model_score) if best_cb.best_model_score is not None else None
+    started = read_json(run_dir / "run.json")  # provenance fixed when the run began
     info = {"mlflow_run_id": run_id, "run_dir": str(run_dir), "resumed_from_step": int(resumed_from_step),
+            **{k: started.get(k) for k in ("data_version", "git_commit", "git_dirty")},
             "global_step": int(trainer.global_step), "epochs": int(len(history)),
             "best_val_srcc": best_srcc, "best_checkpoint": Path(best_path).name}
     out_dir = resolve(params, params["vqa"]["train"]["out_dir"])
