@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.vqa.stdam import STDAM
+from models.vqa.stdam import STDAM, to_model_inputs
 from models.vqa.video import FrameCache, read_clip
 
 
@@ -115,12 +115,10 @@ def predict_paths(model: nn.Module, frames_cfg: dict, paths: Sequence[str | os.P
         raise ValueError(f"{cache.cache_dir}: frame cache settings differ from the model's {cfg}")
     out: list[np.ndarray] = []
     paths = list(paths)
-    for start in range(0, len(paths), max(1, int(batch_size))):
-        clips = [cache.get(p) if cache is not None else read_clip(p, **cfg)
-                 for p in paths[start:start + batch_size]]
-        frames = torch.from_numpy(np.stack([c[0] for c in clips])).to(dev)
-        motion = torch.from_numpy(np.stack([c[1] for c in clips])).to(dev)
-        frames = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)
-        motion = motion.permute(0, 1, 4, 2, 3).float()
+    bs = max(1, int(batch_size))  # one value for stepping and slicing: batch_size <= 0 gave empty slices
+    for start in range(0, len(paths), bs):
+        clips = [cache.get(p) if cache is not None else read_clip(p, **cfg) for p in paths[start:start + bs]]
+        frames, motion = to_model_inputs(torch.from_numpy(np.stack([c[0] for c in clips])).to(dev),
+                                         torch.from_numpy(np.stack([c[1] for c in clips])).to(dev))
         out.append(model(frames, motion).float().cpu().numpy().astype(np.float64))
     return np.concatenate(out) if out else np.zeros(0)

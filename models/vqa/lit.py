@@ -16,10 +16,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from models.vqa.losses import QualityLoss
-from models.vqa.stdam import STDAM
+from models.vqa.stdam import STDAM, to_model_inputs
 from models.vqa.video import MOTIONS, FrameCache
 
 Item = tuple[str, float]  # (video path, quality)
+
+
+def merge_shards(index: Tensor, *values: Tensor) -> tuple[np.ndarray, ...]:
+    """Per-rank validation outputs gathered as [world, N] (or [N] for one process) -> one entry per
+    split item, ordered by item index. DistributedSampler pads the split with repeated items so all
+    ranks get the same count; each item's first occurrence is kept."""
+    idx = index.reshape(-1).cpu().numpy()
+    _, first = np.unique(idx, return_index=True)  # sorted by item index
+    return tuple(v.reshape(-1).cpu().numpy()[first] for v in values)
 
 
 def correlations(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
@@ -28,16 +37,6 @@ def correlations(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
     if len(y_true) < 2 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
         return 0.0, 0.0
     return float(stats.spearmanr(y_true, y_pred)[0]), float(stats.pearsonr(y_true, y_pred)[0])
-
-
-def to_model_inputs(frames: Tensor, motion: Tensor) -> tuple[Tensor, Tensor]:
-    """Batched uint8 [B,T,H,W,3] frames + float [B,T,H,W,C] motion -> STDAM's channel-first inputs.
-
-    Clips travel as uint8 (4x less host->device traffic); conversion happens on the device.
-    """
-    frames = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)
-    motion = motion.permute(0, 1, 4, 2, 3).float()
-    return frames.contiguous(), motion.contiguous()
 
 
 # ------------------------------------------------------------------------------------------- module
@@ -61,6 +60,7 @@ class VQALitModule(L.LightningModule):
         self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
         self._val_preds: list[Tensor] = []
         self._val_targets: list[Tensor] = []
+        self._val_index: list[Tensor] = []
         self._val_losses: list[tuple[float, int]] = []
         self._last_val: dict | None = None
 
@@ -95,21 +95,33 @@ class VQALitModule(L.LightningModule):
         terms = self.loss(pred, self._normalise(batch[2]))
         self._val_preds.append(pred.detach() * self.target_std + self.target_mean)
         self._val_targets.append(batch[2].detach().float())
+        self._val_index.append(batch[3].detach().long())
         self._val_losses.append((float(terms["loss"]), len(batch[2])))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_preds, self._val_targets, self._val_losses = [], [], []
+        self._val_preds, self._val_targets, self._val_index, self._val_losses = [], [], [], []
+
+    def _gathered_val(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(targets, predictions) of the whole val split, from every rank, and the mean val loss."""
+        empty = torch.zeros(0, device=self.device)
+        preds = torch.cat(self._val_preds) if self._val_preds else empty
+        targets = torch.cat(self._val_targets) if self._val_targets else empty
+        index = torch.cat(self._val_index) if self._val_index else empty.long()
+        loss_sum = torch.tensor([sum(l * n for l, n in self._val_losses),
+                                 sum(n for _, n in self._val_losses)], dtype=torch.float32, device=self.device)
+        # all_gather needs equal shapes on every rank: DistributedSampler pads shards to equal length.
+        gathered = self.all_gather({"index": index, "pred": preds, "target": targets, "loss": loss_sum})
+        targets_np, preds_np = merge_shards(gathered["index"], gathered["target"], gathered["pred"])
+        loss = gathered["loss"].reshape(-1, 2).sum(dim=0)
+        return targets_np, preds_np, float(loss[0] / loss[1].clamp_min(1))
 
     def on_validation_epoch_end(self) -> None:
-        # Correlations need the whole split, not per-batch averages. (Single-process gathering:
-        # under DDP each rank scores its shard; use a DistributedSampler-free val loader there.)
-        preds = torch.cat(self._val_preds).cpu().numpy() if self._val_preds else np.zeros(0)
-        targets = torch.cat(self._val_targets).cpu().numpy() if self._val_targets else np.zeros(0)
-        total = sum(n for _, n in self._val_losses)
-        val_loss = sum(l * n for l, n in self._val_losses) / max(total, 1)
+        # Correlations need the whole split, not per-shard averages: under DDP every rank gathers all
+        # predictions and computes the same values, so they are logged without sync_dist.
+        targets, preds, val_loss = self._gathered_val()
         srcc, plcc = correlations(targets, preds)
         metrics = {"val_loss": val_loss, "val_srcc": srcc, "val_plcc": plcc}
-        self.log_dict(metrics, on_epoch=True, sync_dist=True)
+        self.log_dict(metrics, on_epoch=True)
         if not self.trainer.sanity_checking:
             self._last_val = metrics
 
@@ -152,7 +164,8 @@ class VQALitModule(L.LightningModule):
 # --------------------------------------------------------------------------------------------- data
 
 class ClipDataset(Dataset):
-    """(frames uint8 [T,H,W,3], motion float32 [T,H,W,C], quality float32) from the frame cache.
+    """(frames uint8 [T,H,W,3], motion float32 [T,H,W,C], quality float32, item index int64) from the
+    frame cache. The index lets validation drop DistributedSampler's padding repeats.
 
     ``flip``: random horizontal flip (quality-preserving); flow's x component changes sign with it.
     """
@@ -168,23 +181,24 @@ class ClipDataset(Dataset):
         frames, motion = self.cache.get(path)
         frames, motion = torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(np.ascontiguousarray(motion))
         if self.flip and bool(torch.rand(()) < 0.5):
-            frames, motion = frames.flip(2), motion.flip(2).clone()
+            frames, motion = frames.flip(2), motion.flip(2)  # flip copies: negating below is safe
             if motion.shape[-1] == 2:
                 motion[..., 0].neg_()
-        return frames, motion, torch.tensor(float(quality), dtype=torch.float32)
+        return frames, motion, torch.tensor(float(quality), dtype=torch.float32), torch.tensor(i, dtype=torch.int64)
 
 
 class VQADataModule(L.LightningDataModule):
-    """Explicit (path, quality) lists per split; ``prepare_data`` decodes each video once into the cache."""
+    """Explicit (path, quality) lists for train and val; ``prepare_data`` decodes each video once into
+    the cache. The test split is the evaluate stage's: training never reads it."""
 
     def __init__(self, *, train_items: Sequence[Item], val_items: Sequence[Item],
-                 test_items: Sequence[Item] = (), n_frames: int, height: int, width: int,
+                 n_frames: int, height: int, width: int,
                  motion: str = "diff", cache_dir: str | os.PathLike, batch_size: int = 8,
                  num_workers: int = 0, seed: int = 0, flip: bool = True):
         super().__init__()
         if not train_items:
             raise ValueError("VQADataModule: the train split is empty")
-        self.train_items, self.val_items, self.test_items = list(train_items), list(val_items), list(test_items)
+        self.train_items, self.val_items = list(train_items), list(val_items)
         self.frames_cfg = {"n_frames": int(n_frames), "height": int(height), "width": int(width), "motion": motion}
         self.cache_dir = str(cache_dir)
         self.batch_size, self.num_workers, self.seed, self.flip = int(batch_size), int(num_workers), int(seed), flip
@@ -204,7 +218,7 @@ class VQADataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Decoding is the slow part; done once here (rank 0), training then reads .npy files.
-        self.cache().fill(p for p, _ in self.train_items + self.val_items + self.test_items)
+        self.cache().fill(p for p, _ in self.train_items + self.val_items)
 
     def _loader(self, items: Sequence[Item], *, train: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
@@ -219,6 +233,3 @@ class VQADataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_items, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_items, train=False)

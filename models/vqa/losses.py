@@ -14,34 +14,33 @@ def plcc_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8) -> Tensor:
     """1 - Pearson correlation over the batch (0: perfectly linearly related; 2: anti-correlated).
 
     Undefined for fewer than 2 items or a constant target: returns 0 (no signal) rather than NaN.
+    Branch-free on the data (torch.where, no ``float(...)``): no GPU->CPU sync per step.
     """
     pred, target = pred.float().flatten(), target.float().flatten()
-    if pred.numel() < 2:
+    if pred.numel() < 2:  # a shape check: free
         return pred.sum() * 0.0
     pc, tc = pred - pred.mean(), target - target.mean()
-    denom = torch.sqrt((pc * pc).sum() * (tc * tc).sum())
-    if float(denom.detach()) < eps:
-        return pred.sum() * 0.0
-    return 1.0 - (pc * tc).sum() / denom
+    prod = (pc * pc).sum() * (tc * tc).sum()
+    defined = prod.detach().sqrt() >= eps
+    # sqrt of 1 where undefined: sqrt's gradient at 0 is inf, and inf * 0 would make NaN gradients.
+    denom = torch.where(defined, prod, torch.ones_like(prod)).sqrt()
+    return torch.where(defined, 1.0 - (pc * tc).sum() / denom, pred.sum() * 0.0)
 
 
 def rank_loss(pred: Tensor, target: Tensor, *, kind: str = "hinge", margin: float = 0.0) -> Tensor:
-    """Mean pairwise ranking loss over pairs (i, j) with target_i > target_j.
+    """Mean pairwise ranking loss over pairs (i, j) with target_i > target_j (0 when there are none).
 
     hinge: relu(margin - (pred_i - pred_j)) -- exactly 0 when every pair is ordered (by > margin);
     logistic: softplus(-(pred_i - pred_j)) -- smooth, never exactly 0.
+    A masked mean rather than boolean indexing / ``bool(any)``: both read the mask back to the host.
     """
+    if kind not in ("hinge", "logistic"):
+        raise ValueError(f"rank loss kind must be 'hinge' or 'logistic', got {kind!r}")
     pred, target = pred.float().flatten(), target.float().flatten()
     diff_p = pred[:, None] - pred[None, :]
-    ordered = target[:, None] > target[None, :]
-    if not bool(ordered.any()):
-        return pred.sum() * 0.0
-    d = diff_p[ordered]
-    if kind == "hinge":
-        return F.relu(margin - d).mean()
-    if kind == "logistic":
-        return F.softplus(-d).mean()
-    raise ValueError(f"rank loss kind must be 'hinge' or 'logistic', got {kind!r}")
+    ordered = (target[:, None] > target[None, :]).to(pred.dtype)
+    per_pair = F.relu(margin - diff_p) if kind == "hinge" else F.softplus(-diff_p)
+    return (per_pair * ordered).sum() / ordered.sum().clamp_min(1.0)
 
 
 class QualityLoss(nn.Module):

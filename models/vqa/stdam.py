@@ -26,8 +26,9 @@ class PretrainedWeightsError(ValueError):
 
 def _norm(channels: int) -> nn.GroupNorm:
     # GroupNorm, not BatchNorm: identical behaviour in train and eval, and independent of the batch
-    # size (small per-GPU batches of clips are the norm here).
-    return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
+    # size (small per-GPU batches of clips are the norm here). gcd: the group count must divide the
+    # channel count (min(8, c) fails for e.g. 12 channels).
+    return nn.GroupNorm(num_groups=math.gcd(8, channels), num_channels=channels)
 
 
 def _conv_block(c_in: int, c_out: int, *, stride: int) -> nn.Sequential:
@@ -81,6 +82,27 @@ class FrameBackbone(nn.Module):
                 f"{path}: checkpoint does not match backbone_channels "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {bad_shape[:5]})")
         self.load_state_dict(state)
+
+
+def _channel_first_float(x: Tensor) -> Tensor:
+    """[B,T,H,W,C] -> contiguous float32 [B,T,C,H,W] in one copy. (``.float()`` of the permuted view
+    keeps its strides, so a ``.contiguous()`` after it copied a second time; ``.to`` with an
+    unchanged dtype ignores ``memory_format``, hence the two cases.)"""
+    x = x.permute(0, 1, 4, 2, 3)
+    if x.dtype == torch.float32:
+        return x.contiguous()
+    return x.to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def to_model_inputs(frames: Tensor, motion: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched uint8 [B,T,H,W,3] frames + float [B,T,H,W,C] motion -> STDAM's channel-first inputs.
+
+    Clips travel as uint8 (4x less host->device traffic); conversion happens on the device.
+    """
+    f = _channel_first_float(frames)
+    # In place only on our own copy: float32 frames that are already channel-first are not copied.
+    f = f.div_(255.0) if f.data_ptr() != frames.data_ptr() else f / 255.0
+    return f, _channel_first_float(motion)
 
 
 def grid_adjacency(h: int, w: int, *, device=None) -> Tensor:
@@ -221,7 +243,10 @@ class STDAM(nn.Module):
         spatial = self.spatial_features(frames.flatten(0, 1))
         moving = self.motion(motion.flatten(0, 1).to(spatial.dtype))
         per_frame = self.frame_proj(torch.cat([spatial, moving], dim=1)).view(b, t, -1)
-        seq, _ = self.lstm(per_frame)
+        # LSTM in fp32 even under autocast: CUDA autocast casts cuDNN RNNs to fp16 (not bf16), and
+        # bf16-mixed training has no GradScaler to keep fp16 gradients from underflowing.
+        with torch.autocast(device_type=per_frame.device.type, enabled=False):
+            seq, _ = self.lstm(per_frame.float())
         # Attention over time: a few badly distorted frames can dominate perceived quality.
         w = self.time_score(seq).softmax(dim=1)
         pooled = (w * seq).sum(dim=1)

@@ -29,14 +29,13 @@ RUN_DIR_ENV = "MOKUFLOW_VQA_RUN_DIR"
 # -------------------------------------------------------------------------------------------- data
 
 def load_items(params: dict) -> dict[str, list[tuple[str, float]]]:
-    """{'train'|'val'|'test': [(absolute video path, quality)]}; train and val must not be empty."""
-    table = split_items(params, ("train", "val", "test"))
+    """{'train'|'val': [(absolute video path, quality)]}; neither may be empty."""
+    table = split_items(params, ("train", "val"))
     items = {s: list(zip(g["path"], g["quality"].astype(float))) for s, g in table.groupby("split")}
     for split in ("train", "val"):
         if not items.get(split):
             raise MokuflowError(f"{videos_csv(params)}: no '{split}' videos with a quality in "
                                 f"{scores_csv(params)}")
-    items.setdefault("test", [])
     return items
 
 
@@ -177,7 +176,7 @@ def run(params: dict, **kwargs) -> dict:
     data_version = dvc_dir_hash(resolve(params, params["vqa"]["data"]["clean_dir"]))
     L.seed_everything(int(t["seed"]), workers=True, verbose=False)
     frames = frames_cfg(params)
-    dm = VQADataModule(train_items=items["train"], val_items=items["val"], test_items=items["test"],
+    dm = VQADataModule(train_items=items["train"], val_items=items["val"],
                        **frames, cache_dir=resolve(params, fr["cache_dir"]),
                        batch_size=int(t["batch_size"]), num_workers=int(t["num_workers"]), seed=int(t["seed"]))
     stats, kw = dm.target_stats, model_kwargs(params)

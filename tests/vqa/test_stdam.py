@@ -205,3 +205,98 @@ def test_predict_paths_on_real_videos(tmp_path):
     model, cfg = load_model(tmp_path / "model.pt")
     scores = predict_paths(model, cfg, videos, batch_size=2)
     assert scores.shape == (len(videos),) and np.isfinite(scores).all()
+
+
+# ------------------------------------------------------------------------------- review fixes
+
+def test_lstm_runs_in_fp32_under_autocast():
+    # CUDA autocast runs cuDNN RNNs in fp16 even in bf16-mixed (no GradScaler): the LSTM opts out.
+    torch.manual_seed(0)
+    model = STDAM(**TINY)
+    seen = []
+    model.lstm.register_forward_hook(lambda mod, args, out: seen.append((args[0].dtype, out[0].dtype)))
+    frames, motion = _inputs()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = model(frames, motion)
+    assert seen == [(torch.float32, torch.float32)]
+    assert torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.lstm.parameters())
+
+
+@pytest.mark.parametrize("channels", [[12, 20], [6, 10]])
+def test_group_norm_accepts_channel_counts_not_divisible_by_8(channels):
+    model = STDAM(**dict(TINY, backbone_channels=channels, motion_channels=12))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_channels % m.num_groups == 0 for m in norms)
+    frames, motion = _inputs(b=2, t=2)
+    assert torch.isfinite(model(frames, motion)).all()
+
+
+def test_to_model_inputs_channel_first_float():
+    from models.vqa.stdam import to_model_inputs
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 3, 8, 10, 3), dtype=torch.uint8, generator=g)
+    for c in (1, 2):
+        motion = torch.randn(2, 3, 8, 10, c, generator=g)
+        f, m = to_model_inputs(frames, motion)
+        assert f.dtype == m.dtype == torch.float32 and f.is_contiguous() and m.is_contiguous()
+        torch.testing.assert_close(f, frames.permute(0, 1, 4, 2, 3).double().div(255).float())
+        torch.testing.assert_close(m, motion.permute(0, 1, 4, 2, 3))
+    assert frames.dtype == torch.uint8  # the input batch is left alone
+
+
+def test_inference_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = "import sys, models.vqa.inference; sys.exit('lightning' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_predict_paths_batch_size_below_one(tmp_path):
+    from models.vqa.inference import predict_paths
+
+    torch.manual_seed(0)
+    model = STDAM(**TINY).eval()
+    cfg = {"n_frames": 2, "height": 16, "width": 16, "motion": "diff"}
+    paths = [_write_video(tmp_path / f"v{i}.mp4", n=3, h=16, w=16, seed=i) for i in range(3)]
+    one = predict_paths(model, cfg, paths, batch_size=1)
+    np.testing.assert_allclose(predict_paths(model, cfg, paths, batch_size=0), one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict_paths(model, cfg, paths, batch_size=2), one, rtol=1e-5, atol=1e-6)
+
+
+def test_losses_read_nothing_back_to_the_host():
+    # Meta tensors have no data: any float()/bool()/boolean-index on a value raises, just like a
+    # place where a CUDA step would stall for a GPU->CPU sync.
+    pred = torch.randn(6, device="meta", requires_grad=True)
+    target = torch.randn(6, device="meta")
+    terms = QualityLoss(rank_kind="logistic")(pred, target)
+    assert terms["loss"].shape == () and terms["loss"].device.type == "meta"
+    assert rank_loss(pred, target, kind="hinge").device.type == "meta"
+
+
+def test_losses_match_reference_formulas():
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(7, generator=g), torch.randn(7, generator=g)
+    r = stats.pearsonr(pred.numpy(), target.numpy())[0]
+    assert float(plcc_loss(pred, target)) == pytest.approx(1 - r, abs=1e-5)
+    p, t = pred.tolist(), target.tolist()
+    pairs = [(p[i] - p[j]) for i in range(7) for j in range(7) if t[i] > t[j]]
+    assert float(rank_loss(pred, target, margin=0.3)) == pytest.approx(
+        np.mean([max(0.0, 0.3 - d) for d in pairs]), abs=1e-5)
+    assert float(rank_loss(pred, target, kind="logistic")) == pytest.approx(
+        np.mean([np.log1p(np.exp(-d)) for d in pairs]), abs=1e-5)
+
+
+def test_degenerate_losses_are_zero_with_finite_gradients():
+    pred = torch.randn(5, requires_grad=True)
+    const = torch.full((5,), 2.0)
+    terms = {"plcc": plcc_loss(pred, const), "rank": rank_loss(pred, const)}  # no pair is ordered
+    for name, value in terms.items():
+        assert float(value.detach()) == 0.0, name
+        (grad,) = torch.autograd.grad(value, pred)
+        assert torch.isfinite(grad).all() and torch.all(grad == 0), name
+    assert float(plcc_loss(torch.ones(5), torch.arange(5.0))) == 0.0  # constant prediction

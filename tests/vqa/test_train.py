@@ -182,3 +182,72 @@ def test_resume_after_kill(tiny):
     assert history["train_loss"].notna().all()
     # Every epoch but at most the one cut off at its end by the kill was validated.
     assert history["val_srcc"].isna().sum() <= 1 and not np.isnan(history["val_srcc"].iloc[-1])
+
+
+def test_prepare_data_caches_train_and_val_once(tmp_path):
+    """prepare_data decodes every train / val video into the cache; loaders then read the cache."""
+    from models.vqa.lit import VQADataModule
+
+    videos = []
+    for i in range(3):
+        videos.append(tmp_path / f"v{i}.mp4")
+        _write_video(videos[-1], noise=0.1 * i, seed=i, n=3, h=16, w=16)
+    dm = VQADataModule(train_items=[(str(videos[0]), 1.0), (str(videos[1]), 2.0)],
+                       val_items=[(str(videos[2]), 3.0)],
+                       n_frames=2, height=16, width=16, cache_dir=tmp_path / "cache", batch_size=2)
+    dm.prepare_data()
+    cache = dm.cache()
+    assert all(cache.cached(v) for v in videos)
+    assert len(list((tmp_path / "cache").rglob("*.frames.npy"))) == 3
+    frames, motion, quality, index = next(iter(dm.val_dataloader()))
+    assert frames.shape == (1, 2, 16, 16, 3) and float(quality[0]) == 3.0 and index.tolist() == [0]
+
+
+def test_merge_shards_drops_distributed_sampler_padding():
+    """Two simulated ranks over 5 val items: the sampler pads to 3 + 3 with a repeat; merging the
+    gathered shards gives the whole split once, so SRCC / PLCC are those of the full split."""
+    import torch
+    from torch.utils.data import DistributedSampler
+
+    from models.vqa.lit import correlations, merge_shards
+
+    rng = np.random.default_rng(0)
+    targets, preds = rng.normal(size=5), rng.normal(size=5)
+    shards = [list(DistributedSampler(range(5), num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+    assert sum(len(s) for s in shards) == 6  # one padding repeat
+    index = torch.tensor(shards)
+    got_t, got_p = merge_shards(index, torch.from_numpy(targets)[index], torch.from_numpy(preds)[index])
+    np.testing.assert_array_equal(got_t, targets)
+    np.testing.assert_array_equal(got_p, preds)
+    assert correlations(got_t, got_p) == correlations(targets, preds)
+
+
+def test_validation_metrics_are_those_of_the_whole_split(tmp_path):
+    """Single process through Trainer.validate: the gathered path gives the split's SRCC / PLCC."""
+    import lightning as L
+    import torch
+
+    from models.vqa.lit import VQADataModule, VQALitModule, correlations
+    from models.vqa.stdam import to_model_inputs
+
+    items = []
+    for i in range(5):
+        _write_video(tmp_path / f"v{i}.mp4", noise=0.07 * i, seed=i, n=3, h=16, w=16)
+        items.append((str(tmp_path / f"v{i}.mp4"), 5.0 - i))
+    dm = VQADataModule(train_items=items[:2], val_items=items, n_frames=2, height=16, width=16,
+                       cache_dir=tmp_path / "cache", batch_size=2)
+    torch.manual_seed(0)
+    module = VQALitModule(model_kwargs=dict(backbone_channels=[4], gcn_layers=1, gcn_dim=8, attention_heads=2,
+                                            motion_channels=4, lstm_hidden=8, dropout=0.0),
+                          target_mean=3.0, target_std=2.0)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    logged = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    ds = dm.val_dataloader().dataset
+    with torch.no_grad():
+        preds = np.array([float(module.eval().predict_quality(*to_model_inputs(f[None], m[None])))
+                          for f, m, _, _ in (ds[i] for i in range(len(ds)))])
+    srcc, plcc = correlations(np.array([q for _, q in items]), preds)
+    assert np.ptp(preds) > 0  # not the degenerate 0, 0
+    assert logged["val_srcc"] == pytest.approx(srcc, abs=1e-6)
+    assert logged["val_plcc"] == pytest.approx(plcc, abs=1e-5)
