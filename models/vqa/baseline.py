@@ -2,8 +2,11 @@
 
 The point of the baseline is to show what STDAM adds over cheap, interpretable signal statistics.
 Features are computed on the same sampled frames STDAM sees (``models.vqa.video.read_clip``), averaged
-over frames; temporal features use consecutive sampled frames. Variance-like quantities are ``log1p``
-compressed so that a linear model over standardised features is not dominated by a few extreme videos.
+over frames. Temporal features use the motion ``read_clip`` stores with each sampled frame (the change
+to its *successor* frame) when given: consecutive sampled frames are repeats in videos shorter than
+``n_frames`` and seconds apart in long ones, so comparing them measures the sampling, not the video.
+Variance-like quantities are ``log1p`` compressed so that a linear model over standardised features is
+not dominated by a few extreme videos.
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ FEATURE_NAMES = (
     "exposure_bright_clip",  # fraction of pixels >= 250 / 255 (clipped highlights)
     "contrast_rms",          # std of luminance in [0, 1]
     "colourfulness",         # Hasler & Suesstrunk colourfulness / 255
-    "temporal_flicker",      # std of the differences of per-frame mean luminance (/ 255)
-    "temporal_activity",     # mean absolute frame difference (/ 255)
-    "frozen_fraction",       # fraction of consecutive frame pairs that are (almost) identical
+    "temporal_flicker",      # global luminance change between frames (/ 255), see _motion_temporal
+    "temporal_activity",     # mean absolute frame difference (/ 255); flow motion: mean |flow| (widths)
+    "frozen_fraction",       # fraction of frames (almost) identical to the next one
 )
 
 FROZEN_THRESHOLD = 0.5   # mean |diff| in grey levels below which two frames count as repeated
+FROZEN_FLOW_PX = 0.05    # mean flow magnitude in pixels below which two frames count as repeated
+                         # (Farneback gives ~0.002 px on identical frames, ~0.015 px with sigma-1 noise)
 BLOCK = 8
 
 
@@ -98,7 +103,7 @@ def _colourfulness(rgb: np.ndarray) -> float:
 
 
 def _temporal(y: np.ndarray) -> tuple[float, float, float]:
-    """(flicker, activity, frozen fraction); zeros for a single frame."""
+    """(flicker, activity, frozen fraction) from consecutive frames of ``y``; zeros for a single frame."""
     if y.shape[0] < 2:
         return 0.0, 0.0, 0.0
     means = y.mean(axis=(1, 2))
@@ -106,6 +111,30 @@ def _temporal(y: np.ndarray) -> tuple[float, float, float]:
     flicker = float(np.std(np.diff(means)) / 255.0)
     mad = np.abs(np.diff(y, axis=0)).mean(axis=(1, 2))
     return flicker, float(mad.mean() / 255.0), float(np.mean(mad < FROZEN_THRESHOLD))
+
+
+def _motion_temporal(motion: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(flicker, activity, frozen fraction) from each sampled frame's motion to its successor.
+
+    diff (C=1, signed grey difference / 255): activity = mean |diff|; frozen = per-frame mean |diff|
+    below FROZEN_THRESHOLD grey levels; flicker = mean |per-frame mean diff|, i.e. the change of
+    mean luminance from each sampled frame to the very next frame. Flicker is a frame-rate effect,
+    so only adjacent frames show it (sampled frames alias it, or are repeats). The mean absolute
+    change rather than its std: with a sampling stride of an even number of frames every sample
+    sees the same phase of an alternating flicker, and the std of equal values is 0. Moving content
+    averages out of the per-frame mean, so this is global (lighting / exposure) change, not motion.
+    flow (C=2, in frame widths): activity = mean magnitude; frozen = per-frame mean magnitude below
+    FROZEN_FLOW_PX pixels; flow carries no luminance, so flicker falls back to the sampled frames.
+    """
+    if motion.shape[-1] == 1:
+        d = motion[..., 0].astype(np.float64)
+        per_frame = np.abs(d).mean(axis=(1, 2))
+        flicker = float(np.abs(d.mean(axis=(1, 2))).mean())
+        return flicker, float(per_frame.mean()), float(np.mean(per_frame * 255.0 < FROZEN_THRESHOLD))
+    mag = np.hypot(motion[..., 0].astype(np.float64), motion[..., 1].astype(np.float64))
+    per_frame = mag.mean(axis=(1, 2))
+    frozen = per_frame * motion.shape[2] < FROZEN_FLOW_PX  # widths -> pixels
+    return _temporal(y)[0], float(per_frame.mean()), float(np.mean(frozen))
 
 
 def _check_frames(frames) -> np.ndarray:
@@ -119,8 +148,23 @@ def _check_frames(frames) -> np.ndarray:
     return f
 
 
-def handcrafted_features(frames) -> np.ndarray:
-    """Feature vector (float64, ordered as ``FEATURE_NAMES``) of a uint8 RGB clip [T, H, W, 3]."""
+def _check_motion(motion, frames: np.ndarray) -> np.ndarray:
+    m = np.asarray(motion)
+    if m.ndim != 4 or m.shape[-1] not in (1, 2) or m.shape[:3] != frames.shape[:3]:
+        raise FeatureInputError(f"motion: expected [T, H, W, 1 (diff) or 2 (flow)] matching frames "
+                                f"{frames.shape[:3]}, got shape {m.shape}")
+    if not np.issubdtype(m.dtype, np.floating) or not np.isfinite(m).all():
+        raise FeatureInputError(f"motion: expected finite floats, got {m.dtype}")
+    return m
+
+
+def handcrafted_features(frames, motion=None) -> np.ndarray:
+    """Feature vector (float64, ordered as ``FEATURE_NAMES``) of a uint8 RGB clip [T, H, W, 3].
+
+    ``motion``: the clip's motion as ``read_clip`` / ``FrameCache`` return it ([T, H, W, C], each
+    sampled frame to its successor); without it the temporal features compare consecutive sampled
+    frames, which is only right when the frames are consecutive in the video.
+    """
     f = _check_frames(frames)
     y = _luma(f)
     spatial = np.array([[
@@ -128,7 +172,8 @@ def handcrafted_features(frames) -> np.ndarray:
         yt.mean() / 255.0, np.mean(yt <= 5.0), np.mean(yt >= 250.0), yt.std() / 255.0,
         _colourfulness(ft),
     ] for yt, ft in zip(y, f)], dtype=np.float64).mean(axis=0)
-    return np.concatenate([spatial, np.array(_temporal(y), dtype=np.float64)])
+    temporal = _temporal(y) if motion is None else _motion_temporal(_check_motion(motion, f), y)
+    return np.concatenate([spatial, np.array(temporal, dtype=np.float64)])
 
 
 # ------------------------------------------------------------------------------------- regressor

@@ -225,9 +225,17 @@ class FrameCache:
         d = self.cache_dir / key[:2]
         return d / f"{key}.frames.npy", d / f"{key}.motion.npy"
 
+    def cached(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` has a cache entry (a stat, no loading; frames are written last, so a
+        present frames file means a complete pair)."""
+        return self._paths(self.key(path))[0].is_file()
+
     def load(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
         """The cached pair, or None when absent or unreadable (then it is decoded again)."""
-        fpath, mpath = self._paths(self.key(path))
+        return self._load_key(self.key(path))
+
+    def _load_key(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        fpath, mpath = self._paths(key)
         if not fpath.is_file():
             return None
         try:
@@ -236,12 +244,13 @@ class FrameCache:
             return None
 
     def get(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-        hit = self.load(path)
+        key = self.key(path)  # once: it stats (and resolves) the video
+        hit = self._load_key(key)
         if hit is not None:
             return hit
         frames, motion = read_clip(path, n_frames=self.n_frames, height=self.height,
                                    width=self.width, motion=self.motion)
-        fpath, mpath = self._paths(self.key(path))
+        fpath, mpath = self._paths(key)
         fpath.parent.mkdir(parents=True, exist_ok=True)
         _save_atomic(mpath, motion)
         _save_atomic(fpath, frames)
@@ -258,7 +267,7 @@ class FrameCache:
         out: dict = {"cached": 0, "decoded": 0, "failed": []}
         for i, p in enumerate(paths, 1):
             try:
-                if self.load(p) is not None:
+                if self.cached(p):  # existence only: loading every cached clip just to count it was slow
                     out["cached"] += 1
                 else:
                     self.get(p)

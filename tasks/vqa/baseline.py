@@ -43,7 +43,10 @@ def run(params: dict, **kwargs) -> dict:
 
 
 def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
-    """[N, n_features] hand-crafted features of the videos, frames sampled through the FrameCache."""
+    """[N, n_features] hand-crafted features of the videos, frames sampled through the FrameCache.
+
+    The cached motion (each sampled frame to its successor) feeds the temporal features: consecutive
+    *sampled* frames are repeats in short videos and far apart in long ones."""
     import numpy as np
 
     from models.vqa.baseline import handcrafted_features
@@ -53,10 +56,10 @@ def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
     rows = []
     for p in progress(paths, "baseline features"):
         try:
-            clip, _motion = cache.get(p)
+            clip, motion = cache.get(p)
         except VideoReadError as e:
             raise MokuflowError(str(e)) from None
-        rows.append(handcrafted_features(clip))
+        rows.append(handcrafted_features(clip, motion=motion))
     return np.stack(rows) if rows else np.zeros((0, 0))
 
 

@@ -164,3 +164,71 @@ def test_regressor_errors():
         BaselineRegressor.from_dict({**d, "coef": d["coef"][:2]})
     with pytest.raises(BaselineFormatError, match="not a standardised_ridge"):
         BaselineRegressor.from_dict({"kind": "svr"})
+
+
+# ------------------------------------------------------------------------- temporal from motion
+
+def _moving(n: int, *, h: int = 32, w: int = 48, brightness=None) -> np.ndarray:
+    """A bright square moving right 3 px per frame over a gradient; optional per-frame offset."""
+    base = np.tile(np.linspace(60, 160, w, dtype=np.float32), (h, 1))
+    out = []
+    for t in range(n):
+        f = base.copy()
+        f[8:20, 2 + 3 * t:14 + 3 * t] = 230
+        f += 0 if brightness is None else brightness[t]
+        out.append(np.repeat(np.clip(f, 0, 255)[..., None], 3, axis=2).astype(np.uint8))
+    return np.stack(out)
+
+
+def _sampled(tmp_path, frames, *, n_frames, motion="diff", name="v.mp4"):
+    from models.vqa.video import read_clip
+    from tasks.vqa.synthetic import write_mp4
+
+    p = tmp_path / name
+    write_mp4(p, frames, fps=10)
+    return read_clip(p, n_frames=n_frames, height=frames.shape[1], width=frames.shape[2], motion=motion)
+
+
+@pytest.mark.parametrize("motion", ["diff", "flow"])
+def test_short_moving_video_is_not_frozen(tmp_path, motion):
+    # 3 frames sampled as 8: the sampled frames repeat, but the video itself never stands still.
+    frames, mot = _sampled(tmp_path, _moving(3), n_frames=8, motion=motion)
+    i = FEATURE_NAMES.index("frozen_fraction")
+    assert handcrafted_features(frames)[i] > 0.5          # what comparing sampled frames claims
+    assert handcrafted_features(frames, motion=mot)[i] == 0.0
+    assert handcrafted_features(frames, motion=mot)[FEATURE_NAMES.index("temporal_activity")] > 0
+
+
+def test_repeated_frames_are_frozen_from_motion(clip):
+    # Each sampled frame followed by an exact repeat (diff motion 0) except the last two.
+    mot = np.zeros(clip.shape[:3] + (1,), np.float32)
+    mot[-2:] = (clip[-1:, ..., :1].astype(np.float32) - clip[-2:-1, ..., :1]) / 255.0
+    f = handcrafted_features(clip, motion=mot)
+    assert f[FEATURE_NAMES.index("frozen_fraction")] == pytest.approx((T - 2) / T)
+    flow = np.zeros(clip.shape[:3] + (2,), np.float32)
+    flow[0, ..., 0] = 2.0 / W  # 2 px to the right
+    assert feat_m(clip, flow, "frozen_fraction") == pytest.approx((T - 1) / T)
+    assert feat_m(clip, flow, "temporal_activity") == pytest.approx(2.0 / W / T, rel=1e-5)
+
+
+def feat_m(clip, motion, name):
+    return float(handcrafted_features(clip, motion=motion)[FEATURE_NAMES.index(name)])
+
+
+def test_flicker_seen_at_an_even_sampling_stride(tmp_path):
+    # Brightness alternates every frame; 16 frames sampled as 4 (stride 4) see one phase only, so
+    # the sampled frames look steady, while each frame's change to its successor shows the flicker.
+    n = 16
+    alternating = np.array([20.0 if t % 2 else -20.0 for t in range(n)])
+    fl_frames, fl_mot = _sampled(tmp_path, _moving(n, brightness=alternating), n_frames=4, name="f.mp4")
+    st_frames, st_mot = _sampled(tmp_path, _moving(n), n_frames=4, name="s.mp4")
+    assert feat_m(fl_frames, fl_mot, "temporal_flicker") > 0.1                  # ~40 / 255
+    assert feat_m(fl_frames, fl_mot, "temporal_flicker") > 5 * feat_m(st_frames, st_mot, "temporal_flicker")
+    assert feat(fl_frames, "temporal_flicker") < 0.02                           # sampled frames miss it
+
+
+def test_bad_motion(clip):
+    with pytest.raises(FeatureInputError, match="motion"):
+        handcrafted_features(clip, motion=np.zeros(clip.shape[:3] + (3,), np.float32))
+    with pytest.raises(FeatureInputError, match="motion"):
+        handcrafted_features(clip, motion=np.zeros((T - 1,) + clip.shape[1:3] + (1,), np.float32))

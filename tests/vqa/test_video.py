@@ -165,3 +165,32 @@ def test_frame_cache_fill_reports_failures(tmp_path):
     assert cache.fill([good])["cached"] == 1
     with pytest.raises(VideoReadError):
         cache.fill([bad])
+
+
+def test_frame_cache_fill_counts_cached_without_loading(tmp_path, monkeypatch):
+    p = tmp_path / "v.mp4"
+    write_mp4(p, moving_frames(5), fps=10)
+    cache = FrameCache(tmp_path / "c", n_frames=2, height=8, width=8, motion="diff")
+    assert not cache.cached(p)
+    assert cache.fill([p])["decoded"] == 1 and cache.cached(p)
+
+    def no_loading(*a, **k):
+        raise AssertionError("loaded a cached clip just to count it")
+    monkeypatch.setattr(video.np, "load", no_loading)
+    assert cache.fill([p, p]) == {"cached": 2, "decoded": 0, "failed": []}
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))  # edited video: a new key
+    assert not cache.cached(p)
+
+
+def test_frame_cache_miss_keys_once(tmp_path, monkeypatch):
+    p = tmp_path / "v.mp4"
+    write_mp4(p, moving_frames(5), fps=10)
+    cache = FrameCache(tmp_path / "c", n_frames=2, height=8, width=8, motion="diff")
+    calls = []
+    real_key = FrameCache.key
+    monkeypatch.setattr(FrameCache, "key", lambda self, path: calls.append(path) or real_key(self, path))
+    frames, motion = cache.get(p)  # miss: stat + hash once, decode, store
+    assert len(calls) == 1 and frames.shape == (2, 8, 8, 3)
+    calls.clear()
+    again = cache.get(p)  # hit
+    assert len(calls) == 1 and np.array_equal(again[0], frames) and np.array_equal(again[1], motion)
