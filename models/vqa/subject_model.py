@@ -106,10 +106,8 @@ def log_likelihood(scores, quality, bias, inconsistency, ambiguity=None, content
     """
     r = _prepare(scores, content_ids)
     a = np.zeros(r.C) if ambiguity is None else np.asarray(ambiguity, dtype=float)
-    var = np.asarray(inconsistency, float)[r.s] ** 2 + a[r.c_of_e[r.e]] ** 2
-    res = r.y - np.asarray(quality, float)[r.e] - np.asarray(bias, float)[r.s]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.sum(-0.5 * np.log(2 * np.pi * var) - res ** 2 / (2 * var)))
+    return _loglik(r, np.asarray(quality, float), np.asarray(bias, float),
+                   np.asarray(inconsistency, float), a)
 
 
 # ---------------------------------------------------------------------------------------- solver

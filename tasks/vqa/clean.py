@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tasks.common import MokuflowError, atomic_dir, log, resolve
+from tasks.common import MokuflowError, atomic_dir, log, resolve, write_json
 
 METHODS = ("mle", "mos")
 ID_COLUMNS = ("video_id", "rater_id", "content_id")
@@ -54,15 +54,9 @@ def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10
     with atomic_dir(out_dir) as tmp:
         for name, frame in frames.items():
             frame.to_csv(tmp / name, index=False)
-        _dump_json(tmp / "clean.json", summary)
+        write_json(tmp / "clean.json", summary)
     log(f"clean: {summary['n_videos']} videos -> {out_dir} ({summary['method']})")
     return {**summary, "out": str(out_dir)}
-
-
-def _dump_json(path: Path, obj: dict) -> None:
-    import json
-
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- input
