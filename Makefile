@@ -48,7 +48,7 @@ stop:
 
 ## ui: the MLflow UI on the store named by params.yaml mlflow.tracking_uri
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "$$($(PY) -m tasks.tracking)" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$$($(PY) -m tasks.core.tracking)" --host 127.0.0.1 --port 5000
 
 ## bench: the CPU benchmarks in benchmarks/ (numbers go to benchmarks/results/)
 bench: setup

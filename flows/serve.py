@@ -18,15 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.common import MokuflowError, load_params, root
+from tasks.core import MokuflowError, load_params, root
 
 RUN_DIR = ".run"  # pid + log of the background process, under the repo root
 
 
 def flows_by_study() -> dict:
-    from flows.vqa import vqa_pipeline
+    from flows.pipeline import FLOWS
 
-    return {"vqa": vqa_pipeline}
+    return FLOWS
 
 
 def deployment_names() -> list[str]:

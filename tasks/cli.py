@@ -1,54 +1,77 @@
 """``mokuflow <study> <stage> [options]``: the command line dvc.yaml runs; one sub-command per stage.
 
 Every stage takes ``--params`` (default: the nearest params.yaml) and ``--set key=value`` overrides;
-a stage may add its own options through ``add_arguments(parser)`` in its module.
+a stage may add its own options through ``add_arguments(parser)`` in its module. Studies and stages
+come from the declarations (tasks/<study>/study.py); only the stage that runs is imported.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 
-from tasks import STUDIES
-from tasks.common import MokuflowError, load_params, log, parse_override
+from tasks.core import MokuflowError, load_params, log, parse_override
+from tasks.core.study import Study, studies
+
+PROG = "mokuflow"
 
 
-def stage_module(study: str, stage: str):
-    return importlib.import_module(f"tasks.{study}.{stage}")
+def _first_line(text: str | None) -> str:
+    # argparse %-formats help strings: a literal '%' in a docstring must not reach it unescaped.
+    return ((text or "").strip().splitlines() or [""])[0].replace("%", "%%")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mokuflow", description=__doc__.splitlines()[0])
-    studies = parser.add_subparsers(dest="study", required=True, metavar="study")
-    for study, stages in STUDIES.items():
-        sp = studies.add_parser(study, help=f"the {study} study")
+def top_parser() -> argparse.ArgumentParser:
+    """``mokuflow <study> <stage>``: the choices, from the declarations alone (no stage imported)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=_first_line(__doc__))
+    subs = parser.add_subparsers(dest="study", required=True, metavar="study")
+    for name, study in studies().items():
+        sp = subs.add_parser(name, help=study.title or f"the {name} study", description=study.title)
         st = sp.add_subparsers(dest="stage", required=True, metavar="stage")
-        for stage in stages:
-            mod = stage_module(study, stage)
-            p = st.add_parser(stage, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
-            p.add_argument("--params", default=None, help="params.yaml (default: nearest one from the cwd)")
-            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a params key for this run, e.g. vqa.train.max_epochs=2")
-            if hasattr(mod, "add_arguments"):
-                mod.add_arguments(p)
+        for stage, help_text in study.stages.items():
+            st.add_parser(stage, help=help_text.replace("%", "%%"), add_help=False)
     return parser
 
 
+def stage_parser(study: Study, stage: str):
+    """The stage's own parser (its module imported here, and only here). Returns (parser, module)."""
+    mod = study.stage_module(stage)
+    p = argparse.ArgumentParser(prog=f"{PROG} {study.name} {stage}",
+                                description=study.stages[stage].replace("%", "%%"))
+    p.add_argument("--params", default=None, help="params.yaml (default: nearest one from the cwd)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a params key for this run, e.g. {study.name}.train.max_epochs=2")
+    if hasattr(mod, "add_arguments"):
+        mod.add_arguments(p)
+    return p, mod
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `<study> <stage>` first, so `--help` of one stage imports that stage only.
+    head = [a for a in argv[:2] if not a.startswith("-")]
+    if len(head) < 2:
+        top_parser().parse_args(argv)  # prints help / usage errors and exits
+        return 2
+    study_name, stage = head
+    top_parser().parse_args([study_name, stage])  # unknown study / stage: argparse's usage error
+    study = studies()[study_name]
+    try:
+        parser, mod = stage_parser(study, stage)
+    except MokuflowError as e:
+        print(f"{PROG} {study_name} {stage}: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv[2:])
     try:
         overrides = dict(parse_override(s) for s in args.set)
         params = load_params(args.params, overrides)
-        mod = stage_module(args.study, args.stage)
-        extra = {k: v for k, v in vars(args).items()
-                 if k not in ("study", "stage", "params", "set") and v is not None}
+        extra = {k: v for k, v in vars(args).items() if k not in ("params", "set") and v is not None}
         t0 = time.perf_counter()
         summary = mod.run(params, **extra)
-        log(f"{args.study} {args.stage}: done in {time.perf_counter() - t0:.1f} s")
+        log(f"{study_name} {stage}: done in {time.perf_counter() - t0:.1f} s")
     except MokuflowError as e:
-        print(f"mokuflow {args.study} {args.stage}: error: {e}", file=sys.stderr)
+        print(f"{PROG} {study_name} {stage}: error: {e}", file=sys.stderr)
         return 2
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))

@@ -38,7 +38,7 @@ TINY = {
 
 def shrunk_params(overrides: dict | None = None) -> dict:
     """The repo's params.yaml with TINY (and ``overrides``) applied; paths stay relative."""
-    from tasks.common import set_key
+    from tasks.core import set_key
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for k, v in {**TINY, **(overrides or {})}.items():
@@ -57,7 +57,7 @@ def write_tiny_params(folder: Path, overrides: dict | None = None) -> Path:
 @pytest.fixture
 def tiny_params(tmp_path):
     """Loaded tiny params rooted in tmp_path (what the stage functions take)."""
-    from tasks.common import load_params
+    from tasks.core import load_params
 
     return load_params(write_tiny_params(tmp_path))
 

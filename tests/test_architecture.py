@@ -32,11 +32,11 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_flows_import_no_torch():
-    mods = _modules_after("import flows.vqa, flows.serve")
+    mods = _modules_after("import flows.pipeline, flows.serve")
     assert "prefect" in mods and "torch" not in mods and "lightning" not in mods
 
 
 def test_cli_builds_without_heavy_imports():
     """Every stage module is imported to build `mokuflow --help`: none may pull torch, mlflow or cv2."""
-    mods = _modules_after("from tasks.cli import build_parser; build_parser()")
+    mods = _modules_after("from tasks.cli import top_parser; top_parser()")
     assert not mods & {"torch", "lightning", "mlflow", "cv2", "prefect"}

@@ -37,8 +37,8 @@ def _env(**extra) -> dict:
 
 
 def _mlflow(params_file: Path):
-    from tasks.common import load_params
-    from tasks.tracking import setup
+    from tasks.core import load_params
+    from tasks.core.tracking import setup
 
     mlflow = setup(load_params(params_file))
     return mlflow, mlflow.MlflowClient()
@@ -68,8 +68,8 @@ def prefect_harness():
 
 
 def test_prefect_flow_runs_every_stage_and_logs_a_comparable_run(tmp_path, prefect_harness, monkeypatch):
-    from flows.vqa import vqa_pipeline
-    from tasks.common import dvc_dir_hash, load_params, resolve
+    from flows.pipeline import vqa_pipeline
+    from tasks.core import dvc_dir_hash, load_params, resolve
 
     params_file = write_tiny_params(tmp_path)
     monkeypatch.chdir(tmp_path)

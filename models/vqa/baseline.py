@@ -179,10 +179,10 @@ def handcrafted_features(frames, motion=None) -> np.ndarray:
 # ------------------------------------------------------------------------------------- regressor
 
 class BaselineRegressor:
-    """Standardise features, then ridge regression in closed form (numpy).
+    """scikit-learn's ``StandardScaler`` + ``Ridge``, stored as plain numbers (JSON, no pickle).
 
-    ``w = (Z^T Z + alpha I)^-1 Z^T (y - mean y)`` on standardised features Z; the intercept is not
-    penalised. Features with zero variance in training get scale 1 (they then contribute nothing).
+    The intercept is not penalised; features with zero variance in training get scale 1 (they then
+    contribute nothing). Prediction is the same affine map sklearn applies, in numpy.
     """
 
     def __init__(self, *, alpha: float = 1.0, feature_names: tuple[str, ...] | list[str] | None = None):
@@ -213,14 +213,14 @@ class BaselineRegressor:
             raise ValueError(f"targets: expected {x.shape[0]} finite values, got {y.shape[0]}")
         if x.shape[0] < 2:
             raise ValueError(f"need at least 2 videos to fit, got {x.shape[0]}")
-        self.mean_ = x.mean(axis=0)
-        scale = x.std(axis=0)
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
-        z = (x - self.mean_) / self.scale_
-        self.intercept_ = float(y.mean())
-        gram = z.T @ z + self.alpha * np.eye(z.shape[1])
-        # lstsq rather than solve: alpha = 0 with collinear features stays well defined (min-norm).
-        self.coef_ = np.linalg.lstsq(gram, z.T @ (y - self.intercept_), rcond=None)[0]
+        from sklearn.linear_model import Ridge
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(x)
+        # svd: alpha = 0 with collinear features stays well defined (minimum-norm solution).
+        ridge = Ridge(alpha=self.alpha, solver="svd").fit(scaler.transform(x), y)
+        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+        self.coef_, self.intercept_ = np.asarray(ridge.coef_, np.float64), float(ridge.intercept_)
         return self
 
     def predict(self, x) -> np.ndarray:

@@ -49,7 +49,7 @@ class VQALitModule(L.LightningModule):
                  plcc_weight: float = 1.0, rank_weight: float = 1.0, mse_weight: float = 0.5,
                  target_mean: float = 0.0, target_std: float = 1.0):
         super().__init__()
-        # logger=False: the pipeline logs params itself (tasks.tracking) under params.yaml's names.
+        # logger=False: the pipeline logs params itself (tasks.core.tracking) under params.yaml's names.
         self.save_hyperparameters(logger=False)
         self.model = STDAM(**model_kwargs)
         self.loss = QualityLoss(plcc_weight=plcc_weight, rank_weight=rank_weight, mse_weight=mse_weight)
@@ -120,7 +120,7 @@ class VQALitModule(L.LightningModule):
         # predictions and computes the same values, so they are logged without sync_dist.
         targets, preds, val_loss = self._gathered_val()
         srcc, plcc = correlations(targets, preds)
-        metrics = {"val_loss": val_loss, "val_srcc": srcc, "val_plcc": plcc}
+        metrics = {"val_loss": val_loss, "val_srcc": srcc, "val_pearson": plcc}
         self.log_dict(metrics, on_epoch=True)
         if not self.trainer.sanity_checking:
             self._last_val = metrics
@@ -131,7 +131,7 @@ class VQALitModule(L.LightningModule):
     def _close_epoch(self, epoch: int) -> None:
         row = {"epoch": epoch, "train_loss": self._train_sum / self._train_n if self._train_n else float("nan")}
         val = self._last_val or {}
-        row.update({k: float(val.get(k, float("nan"))) for k in ("val_loss", "val_srcc", "val_plcc")})
+        row.update({k: float(val.get(k, float("nan"))) for k in ("val_loss", "val_srcc", "val_pearson")})
         self.history.append(row)
         self._train_sum, self._train_n, self._last_val = 0.0, 0, None
 

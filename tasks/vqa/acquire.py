@@ -15,7 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from tasks.common import (MokuflowError, atomic_dir, file_hash, log, progress, resolve, write_csv,
+from tasks.core import (MokuflowError, atomic_dir, file_hash, log, progress, resolve, write_csv,
                           write_json)
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}

@@ -8,10 +8,8 @@ train alone first (a generalisation check; the saved model is then refitted on t
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from tasks.common import MokuflowError, log, progress, resolve, write_json
-from tasks.vqa.data import FRAME_KEYS, frames_cfg, split_items
+from tasks.core import MokuflowError, log, resolve, write_json
+from tasks.vqa.data import clip_features, frames_cfg, split_items
 
 
 def run(params: dict, **kwargs) -> dict:
@@ -40,43 +38,6 @@ def run(params: dict, **kwargs) -> dict:
     log(f"baseline: ridge on {len(FEATURE_NAMES)} features, {len(items)} videos, "
         f"train SRCC {train_fit['srcc']:.3f}" + (f", val SRCC {val_fit['srcc']:.3f}" if val_fit else ""))
     return {"baseline": str(out), **summary}
-
-
-def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
-    """[N, n_features] hand-crafted features of the videos, frames sampled through the FrameCache.
-
-    The cached motion (each sampled frame to its successor) feeds the temporal features: consecutive
-    *sampled* frames are repeats in short videos and far apart in long ones."""
-    import numpy as np
-
-    from models.vqa.baseline import handcrafted_features
-    from models.vqa.video import FrameCache, VideoReadError
-
-    cache = FrameCache(cache_dir, **{k: frames[k] for k in FRAME_KEYS})
-    rows = []
-    for p in progress(paths, "baseline features"):
-        try:
-            clip, motion = cache.get(p)
-        except VideoReadError as e:
-            raise MokuflowError(str(e)) from None
-        rows.append(handcrafted_features(clip, motion=motion))
-    return np.stack(rows) if rows else np.zeros((0, 0))
-
-
-def load_baseline(path: Path):
-    """(BaselineRegressor, frames cfg) from a baseline.json."""
-    from models.vqa.baseline import BaselineFormatError, BaselineRegressor
-    from tasks.common import read_json
-
-    d = read_json(path)
-    try:
-        model = BaselineRegressor.from_dict(d, source=str(path))
-    except BaselineFormatError as e:
-        raise MokuflowError(str(e)) from None
-    frames = d.get("frames")
-    if not isinstance(frames, dict) or any(k not in frames for k in FRAME_KEYS):
-        raise MokuflowError(f"{path}: no frame settings {list(FRAME_KEYS)} (re-run the baseline stage)")
-    return model, {k: frames[k] for k in FRAME_KEYS}
 
 
 def _alpha(value) -> float:

@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from tasks.common import MokuflowError, atomic_dir, log, resolve, write_json
+from tasks.core import MokuflowError, atomic_dir, log, resolve, write_json
 
 METHODS = ("mle", "mos")
 ID_COLUMNS = ("video_id", "rater_id", "content_id")

@@ -1,10 +1,11 @@
-"""The VQA data every model stage reads: acquire's videos.csv joined with clean's scores.csv, and the
-frame sampling settings. One reader for train, baseline, evaluate and register."""
+"""The VQA data every model stage reads: acquire's videos.csv joined with clean's scores.csv, the
+frame sampling settings, and the baseline's clip features and saved model. One reader for train,
+baseline, evaluate and register."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.common import MokuflowError, log, resolve
+from tasks.core import MokuflowError, log, progress, resolve
 
 FRAME_KEYS = ("n_frames", "height", "width", "motion")
 
@@ -81,3 +82,40 @@ def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
 def test_items(params: dict):
     """The held-out test split, at least 3 videos (rank correlations need them): video_id, path, quality."""
     return split_items(params, ("test",), min_n=3)[["video_id", "path", "quality"]]
+
+
+def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
+    """[N, n_features] hand-crafted features of the videos, frames sampled through the FrameCache.
+
+    The cached motion (each sampled frame to its successor) feeds the temporal features: consecutive
+    *sampled* frames are repeats in short videos and far apart in long ones."""
+    import numpy as np
+
+    from models.vqa.baseline import handcrafted_features
+    from models.vqa.video import FrameCache, VideoReadError
+
+    cache = FrameCache(cache_dir, **{k: frames[k] for k in FRAME_KEYS})
+    rows = []
+    for p in progress(paths, "baseline features"):
+        try:
+            clip, motion = cache.get(p)
+        except VideoReadError as e:
+            raise MokuflowError(str(e)) from None
+        rows.append(handcrafted_features(clip, motion=motion))
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def load_baseline(path: Path):
+    """(BaselineRegressor, frames cfg) from a baseline.json."""
+    from models.vqa.baseline import BaselineFormatError, BaselineRegressor
+    from tasks.core import read_json
+
+    d = read_json(path)
+    try:
+        model = BaselineRegressor.from_dict(d, source=str(path))
+    except BaselineFormatError as e:
+        raise MokuflowError(str(e)) from None
+    frames = d.get("frames")
+    if not isinstance(frames, dict) or any(k not in frames for k in FRAME_KEYS):
+        raise MokuflowError(f"{path}: no frame settings {list(FRAME_KEYS)} (re-run the baseline stage)")
+    return model, {k: frames[k] for k in FRAME_KEYS}

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.common import MokuflowError, log, resolve, write_csv, write_json
-from tasks.vqa.baseline import clip_features, load_baseline
-from tasks.vqa.data import test_items
+from tasks.core import MokuflowError, log, resolve, write_csv, write_json
+from tasks.vqa.data import clip_features, load_baseline, test_items
 
 MODELS = ("stdam", "baseline")
 
@@ -21,7 +20,7 @@ MODELS = ("stdam", "baseline")
 def run(params: dict, **kwargs) -> dict:
     cfg = params["vqa"]["evaluate"]
     n_boot, seed = int(cfg.get("bootstrap", 1000)), int(cfg.get("seed", 0))
-    from tasks.tracking import current_run_id
+    from tasks.core.tracking import current_run_id
 
     run_id = current_run_id(params, "vqa")  # before the slow part: no run to log into is an error
     items = test_items(params)
@@ -99,7 +98,7 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
 
 
 def log_to_mlflow(params: dict, run_id: str, metrics: dict, files: list[Path]) -> None:
-    from tasks.tracking import resume_run
+    from tasks.core.tracking import resume_run
 
     with resume_run(params, run_id) as mlflow:
         mlflow.log_metrics(mlflow_metrics(metrics))

@@ -15,7 +15,7 @@ import html
 import io
 from pathlib import Path
 
-from tasks.common import MokuflowError, atomic_path, log, read_json, resolve
+from tasks.core import MokuflowError, atomic_path, log, read_json, resolve
 
 METRIC_ORDER = ("srcc", "plcc", "krcc", "rmse")
 METRIC_LABEL = {"srcc": "SRCC", "plcc": "PLCC", "krcc": "KRCC", "rmse": "RMSE"}
@@ -57,7 +57,7 @@ def run(params: dict, **kwargs) -> dict:
     log(f"report written to {out_dir / 'index.html'}")
 
     if run_id is not None:
-        from tasks.tracking import resume_run
+        from tasks.core.tracking import resume_run
 
         with resume_run(params, run_id) as mlflow:
             for fname in ("index.html", *images):
@@ -153,7 +153,7 @@ def _training_png(hist) -> bytes:
         if col in hist:
             axes[0][0].plot(x, hist[col], marker=".", label=col)
     axes[0][0].set(xlabel="epoch", ylabel="loss", title="losses")
-    for col in ("val_srcc", "val_plcc"):
+    for col in ("val_srcc", "val_pearson"):
         if col in hist:
             axes[0][1].plot(x, hist[col], marker=".", label=col)
     axes[0][1].set(xlabel="epoch", ylabel="correlation", title="validation agreement")

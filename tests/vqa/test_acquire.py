@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from tasks.common import MokuflowError, load_params  # noqa: E402
+from tasks.core import MokuflowError, load_params  # noqa: E402
 from tasks.vqa import acquire  # noqa: E402
 from tasks.vqa.synthetic import write_mp4  # noqa: E402
 

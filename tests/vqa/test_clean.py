@@ -10,7 +10,7 @@ import pytest
 
 from models.vqa.subject_model import fit
 from tasks.cli import main
-from tasks.common import MokuflowError
+from tasks.core import MokuflowError
 from tasks.vqa.clean import clean_scores
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.common import MokuflowError, load_params, write_json
+from tasks.core import MokuflowError, load_params, write_json
 from tests.conftest import write_tiny_params
 
 SPLITS = ["train"] * 4 + ["val"] * 2 + ["test"] * 6
@@ -42,7 +42,7 @@ def project(tmp_path_factory):
 
     from models.vqa.inference import save_model
     from models.vqa.stdam import STDAM
-    from tasks.tracking import start_run
+    from tasks.core.tracking import start_run
     from tasks.vqa import baseline, evaluate
 
     root = tmp_path_factory.mktemp("proj")
@@ -135,7 +135,7 @@ def test_metrics_json_structure(project):
 def test_predictions_match_the_models(project):
     from models.vqa.inference import load_model, predict_paths
     from models.vqa.metrics import score_all
-    from tasks.vqa.baseline import clip_features, load_baseline
+    from tasks.vqa.data import clip_features, load_baseline
     from tasks.vqa.data import test_items
 
     params, root = project["params"], project["root"]
@@ -160,7 +160,7 @@ def test_predictions_match_the_models(project):
 def test_mlflow_run_has_test_metrics_and_artifacts(project):
     from mlflow import MlflowClient
 
-    from tasks.tracking import setup
+    from tasks.core.tracking import setup
 
     setup(project["params"])
     metrics, _ = outputs(project)

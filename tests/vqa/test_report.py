@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.common import load_params, write_json
+from tasks.core import load_params, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def project(tmp_path: Path, *, raters: bool = True, run: bool = True) -> dict:
     train = tmp_path / "artifacts/vqa/train"
     train.mkdir(parents=True)
     pd.DataFrame({"epoch": range(5), "train_loss": np.linspace(1, 0.2, 5), "val_loss": np.linspace(1.2, 0.4, 5),
-                  "val_srcc": np.linspace(0.1, 0.8, 5), "val_plcc": np.linspace(0.1, 0.7, 5)}
+                  "val_srcc": np.linspace(0.1, 0.8, 5), "val_pearson": np.linspace(0.1, 0.7, 5)}
                  ).to_csv(train / "history.csv", index=False)
     clean = tmp_path / "data/vqa/clean"
     clean.mkdir(parents=True)
@@ -48,7 +48,7 @@ def project(tmp_path: Path, *, raters: bool = True, run: bool = True) -> dict:
                                       "splits": {"train": 20, "val": 5, "test": n},
                                       "unreadable": [{"path": "videos/broken_<1>.mp4", "reason": "no decodable frame"}]})
     if run:
-        from tasks.tracking import start_run
+        from tasks.core.tracking import start_run
 
         # provenance as the train stage recorded it when the run began
         write_json(train / "run.json", {"mlflow_run_id": start_run(params, "vqa"),
@@ -101,7 +101,7 @@ def test_mos_only_without_run_and_stale_plot_removed(tmp_path):
 
 
 def test_missing_metrics_is_a_clear_error_and_keeps_old_report(tmp_path):
-    from tasks.common import MokuflowError
+    from tasks.core import MokuflowError
     from tasks.vqa import report
 
     params = project(tmp_path, run=False)

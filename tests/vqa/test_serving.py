@@ -78,12 +78,13 @@ def registered(tmp_path, monkeypatch, inference):
     import mlflow
     from mlflow import MlflowClient
 
-    from tasks.vqa.serving import log_pyfunc
+    from tasks.core.serving import log_pyfunc
+    from tasks.vqa.study import STUDY
 
     uri, exp = set_store(tmp_path, monkeypatch)
     model_pt = make_model_pt(tmp_path / "model.pt")
     with mlflow.start_run(experiment_id=exp):
-        mv = log_pyfunc({}, model_pt, registered_model_name="vqa")
+        mv = log_pyfunc({}, STUDY, model_pt, registered_model_name="vqa")
     MlflowClient().set_registered_model_alias("vqa", "champion", mv.version)
     return uri, model_pt, mv
 
@@ -93,29 +94,29 @@ def registered(tmp_path, monkeypatch, inference):
 def test_pip_requirements_pin_installed_versions():
     import importlib.metadata
 
-    from tasks.vqa.serving import pip_requirements
+    from tasks.core.serving import BASE_PACKAGES, pip_requirements
 
-    reqs = dict(r.split("==") for r in pip_requirements())
+    reqs = dict(r.split("==") for r in pip_requirements(BASE_PACKAGES))
     assert set(reqs) >= {"torch", "lightning", "numpy", "opencv-python-headless", "pandas", "pyyaml"}
     assert reqs["torch"] == importlib.metadata.version("torch").split("+")[0]
     assert "+" not in "".join(reqs.values())
 
 
-def test_bad_inputs_name_the_problem(tmp_path):
-    from tasks.vqa.serving import ServingInputError, video_paths
+def test_input_forms_and_missing_column(tmp_path):
+    """DataFrame, dict of lists, list of dicts and a plain list are accepted; a missing column is a
+    ValueError naming it; a bad row gets an error message, not an exception."""
+    from tasks.core.serving import ServingInputError
+    from tasks.vqa.serving import VQAPyfunc
 
+    model = VQAPyfunc()
+    v = str(write_video(tmp_path / "ok.mp4", n_frames=3, height=16, width=16, level=50))
+    for given in (pd.DataFrame({"video_path": [v]}), {"video_path": [v]}, {"video_path": v},
+                  [{"video_path": v}], [v]):
+        assert model.input_rows(given) == [{"video_path": v}]
+    with pytest.raises(ValueError, match="video_path"):
+        model.input_rows(pd.DataFrame({"path": ["a.mp4"]}))
     with pytest.raises(ServingInputError, match="video_path"):
-        video_paths(pd.DataFrame({"path": ["a.mp4"]}))
-    missing = tmp_path / "nope.mp4"
-    with pytest.raises(ServingInputError, match="nope.mp4.*not found"):
-        video_paths(pd.DataFrame({"video_path": [str(missing)]}))
-    v = write_video(tmp_path / "ok.mp4", n_frames=3, height=16, width=16, level=50)
-    with pytest.raises(ServingInputError, match="row 1"):
-        video_paths(pd.DataFrame({"video_path": [str(v), None]}))
-    with pytest.raises(ServingInputError, match="not found"):  # a folder is not a video file
-        video_paths(pd.DataFrame({"video_path": [str(tmp_path)]}))
-    # a list of paths is accepted and made absolute
-    assert video_paths([str(v)]) == [str(v.resolve())]
+        model.input_rows([{"path": "a.mp4"}])
 
 
 def test_champion_alias_scores_videos_of_any_size(registered, tmp_path, inference):
@@ -125,8 +126,8 @@ def test_champion_alias_scores_videos_of_any_size(registered, tmp_path, inferenc
     videos = make_videos(tmp_path / "videos")
     served = mlflow.pyfunc.load_model("models:/vqa@champion")
     out = served.predict(pd.DataFrame({"video_path": [str(v) for v in videos]}))
-    assert list(out.columns) == ["quality"] and len(out) == len(videos)
-    assert np.isfinite(out["quality"]).all()
+    assert list(out.columns) == ["quality", "error"] and len(out) == len(videos)
+    assert np.isfinite(out["quality"]).all() and out["error"].isna().all()
     # same numbers as the model-side API on model.pt: the pyfunc adds nothing but plumbing
     model, frames = inference.load_model(model_pt)
     direct = inference.predict_paths(model, frames, [str(v) for v in videos])
@@ -139,17 +140,22 @@ def test_champion_alias_scores_videos_of_any_size(registered, tmp_path, inferenc
     assert "torch==" in reqs and "opencv-python-headless==" in reqs
 
 
-def test_unreadable_video_is_a_clear_error(registered, tmp_path):
+def test_bad_rows_answer_every_other_row(registered, tmp_path):
+    """One corrupt, one missing, one empty path: each gets a message in ``error``; the rest are scored."""
     import mlflow
-
-    from tasks.vqa.serving import ServingInputError
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     good = write_video(tmp_path / "good.mp4", n_frames=4, height=24, width=32, level=90)
     served = mlflow.pyfunc.load_model("models:/vqa@champion")
-    with pytest.raises(ServingInputError, match="broken.mp4"):
-        served.predict(pd.DataFrame({"video_path": [str(good), str(bad)]}))
+    rows = [str(good), str(bad), str(tmp_path / "nope.mp4"), "", str(good)]
+    out = served.predict(pd.DataFrame({"video_path": rows}))
+    assert len(out) == len(rows)
+    assert np.isfinite(out["quality"][[0, 4]]).all() and out["error"][[0, 4]].isna().all()
+    assert out["quality"][0] == pytest.approx(out["quality"][4])
+    assert out["quality"][[1, 2, 3]].isna().all()
+    assert "broken.mp4" in out["error"][1] and "nope.mp4" in out["error"][2] and "not found" in out["error"][2]
+    assert "video_path" in out["error"][3]
     with pytest.raises(Exception, match="video_path"):
         served.predict(pd.DataFrame({"file": [str(good)]}))
 
@@ -187,4 +193,4 @@ def test_empty_input_gives_empty_output(registered):
 
     served = mlflow.pyfunc.load_model("models:/vqa@champion")
     out = served.predict(pd.DataFrame({"video_path": pd.Series([], dtype=str)}))
-    assert len(out) == 0 and list(out.columns) == ["quality"]
+    assert len(out) == 0 and list(out.columns) == ["quality", "error"]

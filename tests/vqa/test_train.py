@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.common import MokuflowError, dvc_dir_hash, load_params
+from tasks.core import MokuflowError, dvc_dir_hash, load_params
 
 REPO = Path(__file__).resolve().parents[2]
 N_TRAIN, BATCH = 8, 4
@@ -92,7 +92,7 @@ def test_train_end_to_end(tiny):
     out = tiny / "out"
     assert {"model.pt", "history.csv", "run.json"} <= {p.name for p in out.iterdir()}
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_srcc", "val_plcc"]
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_srcc", "val_pearson"]
     assert history["epoch"].tolist() == [0, 1] and history.notna().all().all()
     run_info = json.loads((out / "run.json").read_text())
     assert run_info == info
@@ -104,7 +104,7 @@ def test_train_end_to_end(tiny):
     run = client.get_run(run_info["mlflow_run_id"])
     assert run.data.params["vqa.train.max_epochs"] == "2"
     assert run.data.tags["data_version"] == dvc_dir_hash(tiny / "clean")
-    for key in ("train_loss", "val_loss", "val_srcc", "val_plcc"):
+    for key in ("train_loss", "val_loss", "val_srcc", "val_pearson"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
 
     model, cfg = load_model(out / "model.pt")
@@ -131,19 +131,8 @@ def test_missing_and_empty_inputs(tmp_path):
 
 
 def _train_cmd(args: list[str]) -> list[str]:
-    """`python -m tasks.cli vqa train ...`; while sibling stage modules are still missing (the CLI
-    imports them all for its help), the same parsing done by a minimal stand-in."""
-    import importlib.util
-
-    from tasks import STUDIES
-
-    if all(importlib.util.find_spec(f"tasks.vqa.{s}") for s in STUDIES["vqa"]):
-        return [sys.executable, "-m", "tasks.cli", "vqa", "train", *args]
-    code = ("import sys, json; from tasks.common import load_params, parse_override; "
-            "from tasks.vqa import train; a = sys.argv[1:]; "
-            "ov = dict(parse_override(a[i + 1]) for i in range(len(a)) if a[i] == '--set'); "
-            "print(json.dumps(train.run(load_params(a[a.index('--params') + 1], ov))))")
-    return [sys.executable, "-c", code, *args]
+    """`python -m tasks.cli vqa train ...` (the command dvc.yaml runs)."""
+    return [sys.executable, "-m", "tasks.cli", "vqa", "train", *args]
 
 
 @pytest.mark.slow
@@ -250,4 +239,4 @@ def test_validation_metrics_are_those_of_the_whole_split(tmp_path):
     srcc, plcc = correlations(np.array([q for _, q in items]), preds)
     assert np.ptp(preds) > 0  # not the degenerate 0, 0
     assert logged["val_srcc"] == pytest.approx(srcc, abs=1e-6)
-    assert logged["val_plcc"] == pytest.approx(plcc, abs=1e-5)
+    assert logged["val_pearson"] == pytest.approx(plcc, abs=1e-5)

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from tasks.common import MokuflowError, flatten, public, read_json, resolve, root, dvc_dir_hash
+from tasks.core import MokuflowError, flatten, public, read_json, resolve, root, dvc_dir_hash
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -117,7 +117,7 @@ def current_run_id(params: dict, study: str, *, required: bool = True) -> str | 
     return info["mlflow_run_id"]
 
 
-if __name__ == "__main__":  # `python -m tasks.tracking`: print the resolved tracking URI (make ui)
-    from tasks.common import load_params
+if __name__ == "__main__":  # `python -m tasks.core.tracking`: print the resolved tracking URI (make ui)
+    from tasks.core import load_params
 
     print(tracking_uri(load_params()))

@@ -1,0 +1,34 @@
+"""Atomic file writes for models/: a temp file beside the target, renamed over it only on success.
+
+A kill mid-write leaves the previous file whole (os.replace is atomic on one filesystem).
+models/ cannot import tasks/, so this is the models-side twin of tasks.core.io.atomic_path.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; rename it over ``target`` when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_atomic(target: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """``write(tmp_path)`` then rename over ``target``: e.g. ``save_atomic(p, lambda t: torch.save(obj, t))``."""
+    with atomic_file(target) as tmp:
+        write(tmp)
+    return Path(target)

@@ -1,0 +1,113 @@
+"""The ``vqa`` section of params.yaml, checked before any stage runs (see tasks/core/schema.py)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
+
+
+class FolderSource(Section):
+    videos: str | None = None
+    labels: str | None = None
+    scores: str | None = None
+
+
+class UrlSource(Section):
+    href: str | None = None
+    sha256: str | None = None
+    labels: str | None = None
+    scores: str | None = None
+    cache_dir: str = ".cache/downloads"
+
+
+class Split(Section):
+    seed: int = 0
+    val_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(ge=0, lt=1)
+
+
+class Data(Section):
+    source: Literal["synthetic", "folder", "url"]
+    folder: FolderSource = FolderSource()
+    url: UrlSource = UrlSource()
+    raw_dir: str
+    clean_dir: str
+    split: Split
+
+
+class Synthetic(Section):
+    seed: int
+    n_contents: int = Field(gt=0)
+    versions_per_content: int = Field(gt=0)
+    n_frames: int = Field(gt=0)
+    height: int = Field(ge=16)
+    width: int = Field(ge=16)
+    fps: int = Field(gt=0)
+    n_raters: int = Field(gt=0)
+    careless_fraction: float = Field(ge=0, le=1)
+    missing_fraction: float = Field(ge=0, lt=1)
+
+
+class Clean(Section):
+    method: Literal["mle", "mos"]
+    max_iter: int = Field(gt=0)
+    tol: float = Field(ge=0)
+    min_std: float = Field(gt=0)
+
+
+class Frames(Section):
+    n_frames: int = Field(gt=0)
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    motion: Literal["diff", "flow"]
+    cache_dir: str
+
+
+class Model(Section):
+    backbone_channels: list[int] = Field(min_length=1)
+    pretrained: str | None = None
+    gcn_layers: int = Field(ge=0)
+    gcn_dim: int = Field(gt=0)
+    attention_heads: int = Field(gt=0)
+    motion_channels: int = Field(gt=0)
+    lstm_hidden: int = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+
+
+class Loss(Section):
+    plcc_weight: float = Field(ge=0)
+    rank_weight: float = Field(ge=0)
+    mse_weight: float = Field(ge=0)
+
+
+class Train(TrainConfig):
+    loss: Loss
+
+
+class Baseline(Section):
+    ridge_alpha: float = Field(gt=0)
+    out_dir: str
+
+
+class Evaluate(Section):
+    bootstrap: int = Field(ge=0)
+    seed: int = 0
+    out_dir: str
+
+
+class Report(Section):
+    out_dir: str
+
+
+class VQAParams(Section):
+    data: Data
+    synthetic: Synthetic
+    clean: Clean
+    frames: Frames
+    model: Model
+    train: Train
+    baseline: Baseline
+    evaluate: Evaluate
+    report: Report
+    register_: RegisterConfig = Field(alias="register")  # BaseModel (an ABC) has .register
+    schedule: ScheduleConfig
