@@ -1,4 +1,5 @@
-# mokuflow: `make run` (set-up + the VQA pipeline on embedded defaults) and `make test` (set-up + tests).
+# mokuflow: `make run` (set-up + every study's pipeline on embedded defaults; STUDY=x for one)
+# and `make test` (set-up + lint + tests).
 SHELL := /bin/bash
 VENV  ?= .venv
 BIN   := $(CURDIR)/$(VENV)/bin
@@ -27,12 +28,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $@
 
-## run: the VQA pipeline on embedded defaults (synthetic data, SQLite MLflow, local DVC cache)
-run: setup
-	$(BIN)/dvc repro
+STUDY ?=
+STUDIES = $(shell $(PY) -c "from tasks.core.study import studies; print(' '.join(studies()))" 2>/dev/null)
 
-## test: the test suite
+## run: every study's pipeline on embedded defaults (synthetic data, SQLite MLflow, local DVC cache);
+##      `make run STUDY=detection` runs one study's stages (dvc repro --glob 'detection-*')
+run: setup
+ifeq ($(STUDY),)
+	$(BIN)/dvc repro
+else
+	@echo " $(STUDIES) " | grep -q " $(STUDY) " || { echo "make run: unknown STUDY '$(STUDY)' (one of: $(STUDIES))" >&2; exit 2; }
+	$(BIN)/dvc repro --glob '$(STUDY)-*'
+endif
+
+## test: lint (ruff) + the test suite
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 ## serve: local Prefect server + the project's deployments, in the background; returns when ready

@@ -91,11 +91,11 @@ def bench(paths: list[Path], repeat: int, cache_dir: Path) -> list[dict]:
         cache = FrameCache(cache_dir, motion="diff", **SAMPLING)
         cache.get(p)  # warm
         methods = {
-            "naive read() all": lambda: naive(p, **SAMPLING),
-            "grab() all (decode floor)": lambda: grab_all(p),
-            "read_clip diff": lambda: read_clip(p, motion="diff", **SAMPLING),
-            "read_clip flow": lambda: read_clip(p, motion="flow", **SAMPLING),
-            "FrameCache warm": lambda: cache.get(p),
+            "naive read() all": lambda p=p, cache=cache: naive(p, **SAMPLING),
+            "grab() all (decode floor)": lambda p=p, cache=cache: grab_all(p),
+            "read_clip diff": lambda p=p, cache=cache: read_clip(p, motion="diff", **SAMPLING),
+            "read_clip flow": lambda p=p, cache=cache: read_clip(p, motion="flow", **SAMPLING),
+            "FrameCache warm": lambda p=p, cache=cache: cache.get(p),
         }
         t = timed_round_robin(methods, repeat)
         for method, sec in t.items():

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,8 @@ def _assert_registered_and_servable(params_file: Path, video_paths: list[Path]):
     assert int(champion.version) >= 1 and int(challenger.version) >= int(champion.version)
     model = mlflow.pyfunc.load_model("models:/vqa@champion")
     out = model.predict(pd.DataFrame({"video_path": [str(p) for p in video_paths]}))
-    scores = np.asarray(out).reshape(-1)
-    assert scores.shape == (len(video_paths),) and np.isfinite(scores).all()
+    scores = out["quality"].to_numpy()
+    assert scores.shape == (len(video_paths),) and np.isfinite(scores).all() and out["error"].isna().all()
     return champion, challenger
 
 

@@ -10,8 +10,8 @@ not dominated by a few extreme videos.
 """
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
 
 FEATURE_NAMES = (
     "sharpness_lapvar",      # log1p variance of the Laplacian: blur lowers it
@@ -205,7 +205,7 @@ class BaselineRegressor:
             raise ValueError("features: contain NaN / inf")
         return x
 
-    def fit(self, x, y) -> "BaselineRegressor":
+    def fit(self, x, y) -> BaselineRegressor:
         n_feat = len(self.feature_names) if self.feature_names is not None else None
         x = self._check_x(x, n_feat)
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -243,7 +243,7 @@ class BaselineRegressor:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "baseline") -> "BaselineRegressor":
+    def from_dict(cls, d: dict, *, source: str = "baseline") -> BaselineRegressor:
         """Rebuild from :meth:`to_dict`; ``source`` (e.g. the file) names the input in errors."""
         if not isinstance(d, dict) or d.get("kind") != "standardised_ridge":
             raise BaselineFormatError(f"{source}: not a standardised_ridge baseline (kind={d.get('kind') if isinstance(d, dict) else None!r})")

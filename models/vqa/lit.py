@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np

@@ -6,8 +6,8 @@ a small MSE term keeps predictions on the (normalised) target scale.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def plcc_loss(pred: Tensor, target: Tensor, *, eps: float = 1e-8) -> Tensor:

@@ -7,11 +7,9 @@ imported where needed: :mod:`tasks.core.study` (declarations), :mod:`tasks.core.
 :mod:`tasks.core.report`, :mod:`tasks.core.download`, :mod:`tasks.core.stats`.
 """
 from tasks.core.errors import MokuflowError
-from tasks.core.io import (atomic_dir, atomic_path, dvc_dir_hash, file_hash, file_md5, read_json,
-                           write_csv, write_json)
+from tasks.core.io import atomic_dir, atomic_path, dvc_dir_hash, file_hash, file_md5, read_json, write_csv, write_json
 from tasks.core.logs import log, progress
-from tasks.core.params import (find_params, flatten, load_params, parse_override, public, resolve, root,
-                               set_key)
+from tasks.core.params import find_params, flatten, load_params, parse_override, public, resolve, root, set_key
 
 __all__ = ["MokuflowError", "atomic_dir", "atomic_path", "dvc_dir_hash", "file_hash", "file_md5",
            "read_json", "write_csv", "write_json", "log", "progress", "find_params", "flatten",

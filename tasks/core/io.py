@@ -8,10 +8,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tasks.core.errors import MokuflowError
+
 
 def _umask() -> int:
     mask = os.umask(0)

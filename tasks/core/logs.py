@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 LOGGER = logging.getLogger("mokuflow")
 

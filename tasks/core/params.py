@@ -12,6 +12,7 @@ import yaml
 
 from tasks.core.errors import MokuflowError
 
+
 def find_params(path: str | os.PathLike | None = None) -> Path:
     """params.yaml: the given path, $MOKUFLOW_PARAMS, the nearest one from the cwd upwards, or the
     project's own."""

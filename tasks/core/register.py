@@ -13,7 +13,7 @@ Writes ``<study>.register.out_dir/decision.json`` and logs it, the decision tags
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from tasks.core import MokuflowError, log, resolve, write_json
 from tasks.core.study import Study

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from tasks.core import MokuflowError, flatten, public, read_json, resolve, root, dvc_dir_hash
+from tasks.core import MokuflowError, dvc_dir_hash, flatten, public, read_json, resolve, root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

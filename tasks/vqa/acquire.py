@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import tempfile
-import time
-import zipfile
 from pathlib import Path
 
-from tasks.core import (MokuflowError, atomic_dir, file_hash, log, progress, resolve, write_csv,
-                          write_json)
+from tasks.core import MokuflowError, atomic_dir, log, progress, resolve, write_csv, write_json
+from tasks.core.download import extract, fetch
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}
 SOURCES = ("synthetic", "folder", "url")
@@ -216,10 +213,8 @@ def _from_scores(table: Path, index: dict):
 def _url(params: dict, out: Path) -> dict:
     u = params["vqa"]["data"].get("url") or {}
     href = u.get("href")
-    if not href or not str(href).startswith(("http://", "https://")):
-        raise MokuflowError(f"params: vqa.data.url.href must be an http(s) URL, got {href!r}")
     cache = resolve(params, u.get("cache_dir") or ".cache/downloads")
-    archive, digest = download(href, cache, sha256=u.get("sha256"))
+    archive, digest = fetch(href, cache, sha256=u.get("sha256"), key="vqa.data.url")
     extract_root = Path(tempfile.mkdtemp(prefix=".extract.", dir=out.parent))
     try:
         extract(archive, extract_root)
@@ -228,77 +223,6 @@ def _url(params: dict, out: Path) -> dict:
     finally:
         shutil.rmtree(extract_root, ignore_errors=True)
     return summary | {"url": href, "sha256": digest}
-
-
-def download(href: str, cache_dir: Path, *, sha256: str | None, chunk: int = 1 << 20) -> tuple[Path, str]:
-    """Fetch ``href`` into ``cache_dir`` resuming a ``<name>.part`` with an HTTP Range request.
-
-    Returns (file, sha256). A finished file whose hash matches is reused; a hash mismatch deletes
-    the download and raises, naming the URL and both hashes.
-    """
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    name = Path(urllib.parse.urlparse(href).path).name or "download"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    final, part = cache_dir / name, cache_dir / f"{name}.part"
-    if final.is_file():  # downloaded before: hash once, keep it if it still matches
-        got = file_hash(final, "sha256")
-        if sha256 is None or got == sha256.lower():
-            return final, got
-    start = part.stat().st_size if part.is_file() else 0
-    req = urllib.request.Request(href, headers={"Range": f"bytes={start}-"} if start else {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            if start and resp.status != 206:  # server ignored the range: start over
-                start = 0
-            total = resp.headers.get("Content-Length")
-            log(f"download {href}: {'resuming at ' + str(start) + ' B, ' if start else ''}"
-                f"{total or '?'} B to fetch")
-            _stream(resp, part, append=bool(start), total=int(total) if total else None, chunk=chunk)
-    except urllib.error.HTTPError as e:
-        if not (e.code == 416 and start):  # 416 with a .part: it is already complete
-            raise MokuflowError(f"{href}: download failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise MokuflowError(f"{href}: download failed ({e}); rerun to resume from {part}") from None
-    got = file_hash(part, "sha256")
-    if sha256 is not None and got != sha256.lower():
-        part.unlink()
-        raise MokuflowError(f"{href}: sha256 mismatch: expected {sha256.lower()}, got {got} "
-                            f"(download deleted)")
-    if sha256 is None:
-        log(f"download {href}: no vqa.data.url.sha256 set; got {got} (pin it for reproducibility)")
-    os.replace(part, final)
-    return final, got
-
-
-def _stream(resp, part: Path, *, append: bool, total: int | None, chunk: int) -> None:
-    """Copy the response body to ``part``, logging progress every ~10 s."""
-    done, last = 0, time.monotonic()
-    with open(part, "ab" if append else "wb") as f:
-        while block := resp.read(chunk):
-            f.write(block)
-            done += len(block)
-            if time.monotonic() - last > 10:
-                last = time.monotonic()
-                log(f"download: {done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else ""))
-
-
-def extract(archive: Path, dest: Path) -> None:
-    """zip / tar.* into ``dest``, refusing members that would land outside it."""
-    dest = dest.resolve()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for m in z.namelist():
-                if not (dest / m).resolve().is_relative_to(dest):
-                    raise MokuflowError(f"{archive}: member {m!r} escapes the archive folder")
-            z.extractall(dest)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as t:
-            t.extractall(dest, filter="data")  # 'data' rejects absolute paths, '..', device files
-    else:
-        raise MokuflowError(f"{archive}: not a zip or tar archive")
 
 
 # ---------------------------------------------------------------------------------------- shared

@@ -14,8 +14,8 @@ Deterministic for a given seed; cv2 / numpy are imported inside functions (cheap
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 DISTORTIONS = ("blur", "noise", "jpeg", "scale", "exposure", "stutter", "flicker", "shake")
 # Per-distortion weight and exponent of the severity in the impairment: unequal and nonlinear.

@@ -7,8 +7,6 @@ Writes ``<train.out_dir>/``: model.pt, history.csv, run.json (atomically, as one
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from tasks.core import MokuflowError, atomic_dir, log, resolve, write_csv, write_json
 from tasks.vqa.data import frames_cfg, scores_csv, split_items, videos_csv
 from tasks.vqa.study import STUDY

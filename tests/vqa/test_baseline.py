@@ -7,8 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from models.vqa.baseline import (FEATURE_NAMES, BaselineFormatError, BaselineRegressor,
-                                 FeatureInputError, handcrafted_features)
+from models.vqa.baseline import (
+    FEATURE_NAMES,
+    BaselineFormatError,
+    BaselineRegressor,
+    FeatureInputError,
+    handcrafted_features,
+)
 
 T, H, W = 6, 64, 64
 

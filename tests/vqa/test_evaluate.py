@@ -135,8 +135,7 @@ def test_metrics_json_structure(project):
 def test_predictions_match_the_models(project):
     from models.vqa.inference import load_model, predict_paths
     from models.vqa.metrics import score_all
-    from tasks.vqa.data import clip_features, load_baseline
-    from tasks.vqa.data import test_items
+    from tasks.vqa.data import clip_features, load_baseline, test_items
 
     params, root = project["params"], project["root"]
     metrics, pred = outputs(project)

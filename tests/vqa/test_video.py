@@ -115,7 +115,7 @@ def _corrupt_files(tmp_path: Path) -> list[Path]:
 
 def test_corrupt_files_raise_naming_the_file(tmp_path):
     for f in _corrupt_files(tmp_path):
-        for call in (lambda: read_clip(f, n_frames=4, height=8, width=8), lambda: probe_video(f)):
+        for call in (lambda f=f: read_clip(f, n_frames=4, height=8, width=8), lambda f=f: probe_video(f)):
             with pytest.raises(VideoReadError) as e:
                 call()
             assert str(f) in str(e.value) and e.value.problem
