@@ -3,10 +3,12 @@
     python -m flows.serve start   # start in the background, return once the deployments are registered
     python -m flows.serve stop    # stop what `start` started
     python -m flows.serve run     # serve in the foreground (what `start` runs)
+    python -m flows.serve deploy --pool gpu   # the same deployments on a work pool (scale out)
 
 Deployments, per study: ``<study>-pipeline/<study>`` (on demand) and ``<study>-pipeline/<study>-retrain``
-(cron from params.yaml ``<study>.schedule``; retrains on the current data). To scale out, deploy the
-same flows to a work pool instead (README, "Scale out").
+(cron from params.yaml ``<study>.schedule``; retrains on the current data). To scale out, ``deploy``
+puts the same deployments on a Prefect work pool (created as a ``process`` pool if missing); then
+``prefect worker start --pool NAME`` on each machine runs them (README, "Scale out").
 """
 from __future__ import annotations
 
@@ -52,6 +54,37 @@ def build_deployments(params: dict) -> list:
             schedules=[Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")],
             description=f"Scheduled retraining of {study} on the current data (no new acquisition)."))
     return deployments
+
+
+def deploy_to_pool(params: dict, pool: str, pool_type: str = "process") -> list[str]:
+    """Every study's two deployments on work pool ``pool``, code pulled from this project folder."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.schedules import Cron
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type))
+        except ObjectAlreadyExists:
+            pass
+    source = str(Path(__file__).resolve().parents[1])
+    names = []
+    for study in flows_by_study():
+        remote = flow.from_source(source=source, entrypoint=f"flows/pipeline.py:{study}_pipeline")
+        sched = params[study]["schedule"]
+        base = {"params_path": params["_file"]}
+        for name, extra, schedules in (
+                (study, {}, None),
+                (f"{study}-retrain", {"acquire": False},
+                 [Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")])):
+            remote.deploy(name=name, work_pool_name=pool, parameters={**base, **extra}, schedules=schedules,
+                          tags=[study, "mokuflow"], build=False, push=False, print_next_steps=False,
+                          ignore_warnings=True)
+            names.append(f"{study}-pipeline/{name}")
+    print(f"deployed to work pool {pool!r}: " + ", ".join(names))
+    return names
 
 
 def serve_forever(params: dict) -> None:
@@ -131,12 +164,18 @@ def stop(params: dict, grace: float = 15.0) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["start", "stop", "run"])
+    ap.add_argument("action", choices=["start", "stop", "run", "deploy"])
     ap.add_argument("--params", default=None)
+    ap.add_argument("--pool", default=None, help="deploy: the work pool (created as a process pool if missing)")
     args = ap.parse_args(argv)
+    if args.action == "deploy" and not args.pool:
+        ap.error("deploy needs --pool NAME")
     try:
         params = load_params(args.params)
-        {"start": start, "stop": stop, "run": serve_forever}[args.action](params)
+        if args.action == "deploy":
+            deploy_to_pool(params, args.pool)
+        else:
+            {"start": start, "stop": stop, "run": serve_forever}[args.action](params)
     except MokuflowError as e:
         print(f"flows.serve {args.action}: error: {e}", file=sys.stderr)
         return 2

@@ -194,3 +194,42 @@ def test_served_deployments_run_and_retrain_is_scheduled(tmp_path):
     assert down.returncode == 0
     pid_file = tmp_path / ".run" / "serve.pid"
     assert not pid_file.exists()
+
+
+def test_work_pool_deployment_runs_on_a_worker(tmp_path):
+    """The README's scale-out route: a process work pool, the deployments on it, a worker that runs a
+    flow run to completion (the work pool, not `make serve`'s in-process runner)."""
+    params_file = write_tiny_params(tmp_path)
+    port = _free_port()
+    env = _env(PREFECT_HOME=str(tmp_path / ".prefect"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_WORKER_QUERY_SECONDS="2")
+    prefect = str(BIN / "prefect")
+
+    def sh(*args, timeout=300):
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    assert sh(prefect, "server", "start", "--background", "--port", str(port), timeout=120).returncode == 0
+    try:
+        assert sh(prefect, "server", "status", "--wait", "--timeout", "120", timeout=150).returncode == 0
+        dep = sh(sys.executable, "-m", "flows.serve", "deploy", "--pool", "cpu-pool", "--params", str(params_file))
+        assert dep.returncode == 0, dep.stdout[-2000:] + dep.stderr[-2000:]
+        assert "vqa-pipeline/vqa-retrain" in dep.stdout
+        queued = sh(prefect, "deployment", "run", "vqa-pipeline/vqa")
+        assert queued.returncode == 0, queued.stdout[-2000:] + queued.stderr[-2000:]
+        worker = sh(prefect, "worker", "start", "--pool", "cpu-pool", "--run-once", timeout=600)
+        assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            with get_client(sync_client=True) as client:
+                pool = client.read_work_pool("cpu-pool")
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=["vqa"])))
+        assert pool.type == "process"
+        assert [r.state.type.value for r in runs] == ["COMPLETED"]
+        _assert_registered_and_servable(params_file, sorted((tmp_path / "data/vqa/raw/videos").glob("*.mp4"))[:2])
+    finally:
+        sh(prefect, "server", "stop", timeout=60)
