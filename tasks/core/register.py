@@ -24,11 +24,12 @@ CHALLENGER = "challenger"
 
 def metric_of(params: dict, study: Study) -> str:
     """``<study>.register.metric``, checked against the study's declared metrics."""
-    m = str(params[study.name]["register"].get("metric") or study.primary_metric).lower()
-    if m not in study.metrics:
+    given = str(params[study.name]["register"].get("metric") or study.primary_metric)
+    by_lower = {m.lower(): m for m in study.metrics}  # case-insensitive: "ap" and "AP" both name AP
+    if given.lower() not in by_lower:
         raise MokuflowError(f"{params.get('_file', 'params.yaml')}: {study.name}.register.metric: "
-                            f"{m!r} is not one of {sorted(study.metrics)}")
-    return m
+                            f"{given!r} is not one of {list(study.metrics)}")
+    return by_lower[given.lower()]
 
 
 def register(params: dict, study: Study, *, model_file, score: Callable[[str], float], n_eval: int,

@@ -1,0 +1,1 @@
+"""The object-detection study: synthetic COCO data, acquisition, annotation cleaning and COCO scoring."""

@@ -1,0 +1,92 @@
+"""The ``detection`` section of params.yaml, checked before any stage runs (see tasks/core/schema.py)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
+
+VARIANTS = ("none", "direct", "decoupled", "dir")
+
+
+class SplitFiles(Section):
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+
+
+class CocoSource(Section):
+    images: str | None = None
+    annotations: SplitFiles = SplitFiles()
+
+
+class UrlSource(Section):
+    href: str | None = None
+    sha256: str | None = None
+    images: str = "images"
+    annotations: SplitFiles = SplitFiles()
+    cache_dir: str = ".cache/downloads"
+
+
+class Data(Section):
+    source: Literal["synthetic", "coco", "url"]
+    coco: CocoSource = CocoSource()
+    url: UrlSource = UrlSource()
+    raw_dir: str
+    clean_dir: str
+
+
+class Synthetic(Section):
+    seed: int
+    n_train: int = Field(gt=0)
+    n_val: int = Field(gt=0)
+    n_test: int = Field(gt=0)
+    image_size: int = Field(ge=32)
+    min_object: int = Field(gt=0)
+    max_objects: int = Field(gt=0)
+    fault_rate: float = Field(ge=0, le=1)
+
+
+class Clean(Section):
+    duplicate_iou: float = Field(gt=0, le=1)
+
+
+class Model(Section):
+    image_size: int = Field(ge=32)
+    channels: list[int] = Field(min_length=3)
+    fpn_channels: int = Field(gt=0)
+    anchor_sizes: list[int] = Field(min_length=1)
+    roi_size: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    iou_heads: list[Literal["direct", "decoupled", "dir"]]
+
+
+class Train(TrainConfig):
+    warmup_steps: int = Field(ge=0)
+    val_variant: Literal["none", "direct", "decoupled", "dir"] = "dir"
+
+
+class Evaluate(Section):
+    variants: list[Literal["none", "direct", "decoupled", "dir"]] = Field(min_length=1)
+    score_threshold: float = Field(ge=0, lt=1)
+    nms_threshold: float = Field(gt=0, le=1)
+    max_detections: int = Field(gt=0)
+    bootstrap: int = Field(ge=0)
+    seed: int = 0
+    out_dir: str
+
+
+class Report(Section):
+    n_examples: int = Field(ge=0)
+    out_dir: str
+
+
+class DetectionParams(Section):
+    data: Data
+    synthetic: Synthetic
+    clean: Clean
+    model: Model
+    train: Train
+    evaluate: Evaluate
+    report: Report
+    register_: RegisterConfig = Field(alias="register")  # BaseModel (an ABC) has .register
+    schedule: ScheduleConfig

@@ -1,0 +1,79 @@
+"""Train the detector (backbone + FPN, RPN, box head, and every IoU head on one shared trunk).
+
+Reads the cleaned ``train`` / ``val`` COCO files and acquire's images. The run folder, resume after a
+kill and the Lightning trainer are the core's (tasks/core/training.py); the best checkpoint is chosen
+by val AP50 of ``detection.train.val_variant``. Writes ``<train.out_dir>/``: model.pt (the detector,
+its categories and input size), history.csv and run.json, atomically, as one folder.
+"""
+from __future__ import annotations
+
+from tasks.core import MokuflowError, atomic_dir, log, resolve, write_csv, write_json
+from tasks.detection.data import categories, items
+from tasks.detection.study import STUDY
+
+HASHED_SECTIONS = ("train", "model")
+
+
+def net_kwargs(params: dict, num_classes: int) -> dict:
+    m = params["detection"]["model"]
+    return dict(num_classes=num_classes, channels=list(m["channels"]), fpn_channels=int(m["fpn_channels"]),
+                anchor_sizes=list(m["anchor_sizes"]), fpn_levels=list(range(3, 3 + len(m["anchor_sizes"]))),
+                roi_size=int(m["roi_size"]), head_dim=int(m["head_dim"]), iou_heads=list(m["iou_heads"]))
+
+
+def run(params: dict, **kwargs) -> dict:
+    import lightning as L
+
+    from models.detection.detector import Detector
+    from models.detection.lit import DetectionDataModule, DetectionLitModule
+    from tasks.core import training
+
+    t, m = params["detection"]["train"], params["detection"]["model"]
+    coco, train_items = items(params, "train")
+    _, val_items = items(params, "val")
+    cat_ids, cat_names = categories(coco)
+    L.seed_everything(int(t["seed"]), workers=True, verbose=False)
+    try:
+        net = Detector(**net_kwargs(params, len(cat_ids)))
+        lit = DetectionLitModule(net, lr=float(t["lr"]), weight_decay=float(t["weight_decay"]),
+                                 warmup_steps=int(t["warmup_steps"]), val_variant=str(t["val_variant"]))
+        dm = DetectionDataModule(train_images=train_items, val_images=val_items, category_ids=cat_ids,
+                                 image_size=int(m["image_size"]), batch_size=int(t["batch_size"]),
+                                 num_workers=int(t["num_workers"]), seed=int(t["seed"]))
+    except ValueError as e:  # e.g. val_variant without its head, anchors vs levels
+        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: detection.model / train: {e}") from None
+
+    run = training.open_run(params, STUDY, HASHED_SECTIONS)
+    log(f"train: {len(train_items)} train / {len(val_items)} val images, {len(cat_ids)} categories, "
+        f"{t['max_epochs']} epochs, data {run.data_version}")
+    fitted = training.fit(params, STUDY, run, lit, dm, n_train=len(train_items), shown=("train_loss",))
+    if fitted is None:  # a DDP rank > 0
+        return {}
+    return _finish(params, run, fitted, lit, cat_ids, cat_names)
+
+
+def _finish(params, run, fitted, lit, cat_ids: list[int], cat_names: list[str]) -> dict:
+    """model.pt from the best checkpoint + history.csv + run.json; mark the run folder COMPLETED."""
+    import pandas as pd
+    import torch
+
+    from models.detection.detector import Detector
+    from models.detection.inference import save_model
+    from tasks.core import training
+
+    ckpt = torch.load(fitted.best_path, map_location="cpu", weights_only=False)
+    net = Detector(**lit.net.config)
+    net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    history = pd.DataFrame(lit.history)
+    info = training.finish(params, STUDY, run, fitted, {"epochs": int(len(history)),
+                                                        "categories": dict(zip(cat_ids, cat_names))})
+    out_dir = resolve(params, params["detection"]["train"]["out_dir"])
+    with atomic_dir(out_dir) as tmp:
+        save_model(tmp / "model.pt", net, category_ids=cat_ids, category_names=cat_names,
+                   image_size=int(params["detection"]["model"]["image_size"]))
+        write_csv(tmp / "history.csv", history)
+        write_json(tmp / "run.json", info)
+    training.mark_completed(run, info, out_dir)
+    log(f"train: done, {info['epochs']} epochs, best val AP50 {info['best_val_ap50']}, "
+        f"model in {out_dir / 'model.pt'}")
+    return info
