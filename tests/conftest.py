@@ -33,6 +33,23 @@ TINY = {
     "vqa.train.max_epochs": 2,
     "vqa.train.batch_size": 4,
     "vqa.evaluate.bootstrap": 50,
+    # detection: 40 images of 64 px, a detector of a few thousand weights, 2 epochs
+    "detection.synthetic.n_train": 24,
+    "detection.synthetic.n_val": 8,
+    "detection.synthetic.n_test": 8,
+    "detection.synthetic.image_size": 64,
+    "detection.synthetic.min_object": 6,
+    "detection.synthetic.max_objects": 5,
+    "detection.model.image_size": 64,
+    "detection.model.channels": [8, 16, 16, 16],
+    "detection.model.fpn_channels": 16,
+    "detection.model.anchor_sizes": [8, 16, 32],
+    "detection.model.head_dim": 32,
+    "detection.train.max_epochs": 2,
+    "detection.train.batch_size": 4,
+    "detection.train.warmup_steps": 5,
+    "detection.evaluate.bootstrap": 10,
+    "detection.report.n_examples": 2,
 }
 
 

@@ -132,7 +132,10 @@ def _repro(project: Path) -> list[str]:
 def test_dvc_repro_reruns_only_what_changed(tmp_path):
     project = _project_copy(tmp_path / "proj")
     write_tiny_params(project)
-    stages = ["vqa-acquire", "vqa-clean", "vqa-train", "vqa-baseline", "vqa-evaluate", "vqa-report", "vqa-register"]
+    from tasks.core.study import studies
+
+    stages = [f"{name}-{stage}" for name, st in studies().items() for stage in st.pipeline]
+    assert {s.split("-")[0] for s in stages} >= {"vqa", "detection"}
     assert sorted(_repro(project)) == sorted(stages)
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(stages)
@@ -141,11 +144,21 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["vqa"]["train"]["max_epochs"] = 3          # a training key: train and what follows
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # only VQA's train and what follows: no other study's stage
     assert sorted(_repro(project)) == sorted(["vqa-train", "vqa-evaluate", "vqa-report", "vqa-register"])
     metrics = json.loads((project / "metrics/vqa/metrics.json").read_text())
     assert {"stdam", "baseline"} <= set(metrics)
     _assert_registered_and_servable(project / "params.yaml",
                                     sorted((project / "data/vqa/raw/videos").glob("*.mp4"))[:2])
+    mlflow, _ = _mlflow(project / "params.yaml")
+    detections = mlflow.pyfunc.load_model("models:/detection@champion").predict(
+        pd.DataFrame({"image_path": [str(p) for p in sorted((project / "data/detection/raw/images").glob("*"))[:2]]}))
+    assert detections["error"].isna().all()
+
+    # a change in the core's code re-runs every study's stages that list it
+    core = project / "tasks/core/logs.py"
+    core.write_text(core.read_text() + "\n# touched\n")
+    assert sorted(_repro(project)) == sorted(stages)
 
 
 # ---------------------------------------------------------------------------- served deployments
