@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
+from models.common.stats import percentile_interval, resample_indices
+
 METRICS = ("srcc", "krcc", "plcc", "rmse")
 
 
@@ -223,15 +225,6 @@ def _boot_mapped(t: np.ndarray, p: np.ndarray, full: Mapping, refit: bool) -> tu
     return pl, rm
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float | None, float | None]:
-    ok = samples[np.isfinite(samples)]
-    if ok.size == 0:
-        return None, None
-    a = (1.0 - level) / 2.0
-    lo, hi = np.percentile(ok, [100 * a, 100 * (1 - a)])
-    return float(lo), float(hi)
-
-
 def score_all(y_true, y_pred, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
               refit: bool = True) -> dict[str, dict[str, float | None]]:
     """All four metrics with bootstrap percentile intervals.
@@ -250,12 +243,12 @@ def score_all(y_true, y_pred, *, n_boot: int = 1000, seed: int = 0, level: float
               "rmse": rmse(t, p, mapping=full)}
     if n_boot == 0:
         return {k: {"value": v, "ci_low": None, "ci_high": None} for k, v in values.items()}
-    idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
+    idx = resample_indices(t.size, n_boot, seed)
     bt, bp = t[idx], p[idx]
     samples = {"srcc": batch_srcc(bt, bp), "krcc": batch_krcc(bt, bp)}
     samples["plcc"], samples["rmse"] = _boot_mapped(bt, bp, full, refit)
     out = {}
     for k in METRICS:
-        lo, hi = _interval(samples[k], level)
+        lo, hi = percentile_interval(samples[k], level)
         out[k] = {"value": values[k], "ci_low": lo, "ci_high": hi}
     return out

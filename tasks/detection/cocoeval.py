@@ -231,6 +231,8 @@ def bootstrap_samples(gt, dt, *, n_boot: int, seed: int):
     """
     import numpy as np
 
+    from models.common.stats import resample_indices
+
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     gt, gt_where = load_gt(gt)
@@ -247,14 +249,14 @@ def bootstrap_samples(gt, dt, *, n_boot: int, seed: int):
         dt_by[d["image_id"]].append({"category_id": d["category_id"], "bbox": b, "score": d["score"],
                                      "area": b[2] * b[3], "iscrowd": 0})
     cats = [dict(c) for c in gt["categories"]]
-    rng = np.random.default_rng(seed)
     n = len(images)
+    draws = resample_indices(n, n_boot, seed)
     samples = np.full((n_boot, len(STAT_NAMES)), np.nan)
     if n == 0:
         return samples
     for b in range(n_boot):
         imgs, anns, ds = [], [], []
-        for new_id, k in enumerate(rng.integers(0, n, n).tolist(), 1):
+        for new_id, k in enumerate(draws[b].tolist(), 1):
             im = images[k]
             imgs.append({**im, "id": new_id})
             for a in gt_by[im["id"]]:
@@ -273,20 +275,15 @@ def intervals(samples, level: float = 0.95) -> dict:
     differences of two such arrays); NaN entries are left out, (nan, nan) when a column has none."""
     import numpy as np
 
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    from models.common.stats import percentile_interval
+
     samples = np.asarray(samples, dtype=float)
     if samples.ndim != 2 or samples.shape[1] != len(STAT_NAMES):
         raise ValueError(f"samples must be [n_boot, {len(STAT_NAMES)}], got shape {samples.shape}")
-    alpha = (1 - level) / 2
     out = {}
     for j, name in enumerate(STAT_NAMES):
-        col = samples[:, j][~np.isnan(samples[:, j])]
-        if col.size == 0:
-            out[name] = (math.nan, math.nan)
-        else:
-            lo, hi = np.quantile(col, [alpha, 1 - alpha])
-            out[name] = (float(lo), float(hi))
+        lo, hi = percentile_interval(samples[:, j], level)
+        out[name] = (math.nan, math.nan) if lo is None else (lo, hi)
     return out
 
 

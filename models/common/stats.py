@@ -1,0 +1,29 @@
+"""Bootstrap intervals every study reports (numpy only): the resampling and the percentile interval.
+
+Each study decides what one resample is scored on (VQA: videos; detection: images, re-scored by
+COCOeval); the draws and the interval are the same everywhere, so intervals mean the same thing in
+every report. Two score sets drawn with one seed share their resamples (a paired bootstrap).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] indices drawn with replacement from range(n), deterministic by ``seed``."""
+    if n_boot < 0 or n < 0:
+        raise ValueError(f"n and n_boot must be >= 0, got n={n}, n_boot={n_boot}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def percentile_interval(samples, level: float = 0.95) -> tuple[float | None, float | None]:
+    """The central ``level`` percentile interval of the finite samples; (None, None) if there are none."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    s = np.asarray(samples, dtype=float).ravel()
+    ok = s[np.isfinite(s)]
+    if ok.size == 0:
+        return None, None
+    a = (1.0 - level) / 2.0
+    lo, hi = np.percentile(ok, [100 * a, 100 * (1 - a)])
+    return float(lo), float(hi)
