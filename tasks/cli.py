@@ -47,6 +47,12 @@ def stage_parser(study: Study, stage: str):
     return p, mod
 
 
+def _error(study: str, stage: str, e: BaseException) -> int:
+    """The one stderr line of a failed stage (a message with line breaks is joined into one)."""
+    print(f"{PROG} {study} {stage}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `<study> <stage>` first, so `--help` of one stage imports that stage only.
@@ -60,19 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser, mod = stage_parser(study, stage)
     except MokuflowError as e:
-        print(f"{PROG} {study_name} {stage}: error: {e}", file=sys.stderr)
-        return 2
+        return _error(study_name, stage, e)
     args = parser.parse_args(argv[2:])
     try:
         overrides = dict(parse_override(s) for s in args.set)
         params = load_params(args.params, overrides)
+        if not isinstance(params.get(study_name), dict):
+            raise MokuflowError(f"{params.get('_file', 'params.yaml')}: no '{study_name}' section "
+                                f"(the {study_name} stages read their settings from it)")
         extra = {k: v for k, v in vars(args).items() if k not in ("params", "set") and v is not None}
         t0 = time.perf_counter()
         summary = mod.run(params, **extra)
         log(f"{study_name} {stage}: done in {time.perf_counter() - t0:.1f} s")
     except MokuflowError as e:
-        print(f"{PROG} {study_name} {stage}: error: {e}", file=sys.stderr)
-        return 2
+        return _error(study_name, stage, e)
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -1,5 +1,4 @@
 """The shared plumbing: params loading and overrides, atomic writes, DVC-compatible data hashes."""
-import json
 import os
 import shutil
 import subprocess
@@ -7,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core import (MokuflowError, atomic_dir, atomic_path, dvc_dir_hash, flatten, load_params,
-                          parse_override, resolve)
+from tasks.core import (
+    MokuflowError,
+    atomic_dir,
+    atomic_path,
+    dvc_dir_hash,
+    flatten,
+    load_params,
+    parse_override,
+    resolve,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,9 +56,11 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
 
 
 def test_atomic_dir_swaps_whole_folder_only_on_success(tmp_path):
+    from tasks.core.io import MANIFEST
+
     target = tmp_path / "clean"
-    target.mkdir()
-    (target / "scores.csv").write_text("old")
+    with atomic_dir(target) as tmp:  # the previous output, with its ownership manifest
+        (tmp / "scores.csv").write_text("old")
     with pytest.raises(RuntimeError):
         with atomic_dir(target) as tmp:
             (tmp / "scores.csv").write_text("half")
@@ -59,7 +68,7 @@ def test_atomic_dir_swaps_whole_folder_only_on_success(tmp_path):
     assert (target / "scores.csv").read_text() == "old"
     with atomic_dir(target) as tmp:
         (tmp / "raters.csv").write_text("new")
-    assert sorted(os.listdir(target)) == ["raters.csv"]
+    assert sorted(os.listdir(target)) == [MANIFEST, "raters.csv"]
     assert sorted(os.listdir(tmp_path)) == ["clean"]
 
 

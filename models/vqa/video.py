@@ -4,11 +4,29 @@ numpy + OpenCV only. Decoding is one sequential pass (no seeking: seeks in inter
 slow and, with some containers, inexact): ``cap.grab()`` walks every frame and ``cap.retrieve()``
 converts only the frames we keep. Frame-count metadata can lie (truncated uploads, VFR streams), so
 the count that matters is the one that decodes; when it differs from the plan we sample again.
+
+What is refused and what is scored (the same rules for training, evaluation and serving):
+
+- refused (:class:`VideoReadError`): a missing, empty or unopenable file; no decodable frame; frames
+  smaller than ``MIN_SIDE`` (8) pixels on a side (nothing of quality is left to see; a 1x1 "video");
+  a single decodable frame (a still image: the motion branch needs two frames);
+- scored with a warning (logged on the ``mokuflow`` logger, once per decode): a video of which fewer
+  than ``MIN_DECODED_SHARE`` (90 %) of the frames its container announces decode (a cut upload, a
+  damaged stream). It is sampled over the frames that decode. The acquire stage leaves such videos
+  out of the training data; a served model answers them. A damaged file whose frames all decode
+  (with artefacts) cannot be told apart from a bad-quality video and is scored as such;
+- scored silently: a video shorter than the sampling (``n_frames``): frames repeat, evenly.
+
+The frame cache keeps a checksum of every entry and rebuilds an entry that does not match, cannot be
+read, has the wrong shape or is in the way (a zero-byte file, a folder); each rebuild is logged once.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -18,6 +36,10 @@ from pathlib import Path
 import numpy as np
 
 MOTIONS = {"diff": 1, "flow": 2}
+MIN_SIDE = 8            # smaller decoded frames are refused
+MIN_FRAMES = 2          # fewer decodable frames are refused
+MIN_DECODED_SHARE = 0.9  # fewer decoded frames than this share of the container's count: a warning
+LOGGER = logging.getLogger("mokuflow")  # the name tasks.core.logs writes to: reaches DVC / Prefect logs
 
 
 class VideoReadError(ValueError):
@@ -27,6 +49,18 @@ class VideoReadError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+def _check_size(path, frame: np.ndarray) -> None:
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise VideoReadError(path, f"frames too small to score: {w}x{h} px (at least {MIN_SIDE} px a side)")
+
+
+def _check_count(path, n: int) -> None:
+    if n < MIN_FRAMES:
+        raise VideoReadError(path, f"only {n} decodable frame: a still image, not a video (motion needs "
+                                   f"{MIN_FRAMES} frames)")
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -64,7 +98,8 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True) -> dict:
 
     With ``count_frames`` (default) ``frames`` is the number of frames that actually decode (one
     grab pass, no colour conversion) and the first frame is fully retrieved, so a file that passes
-    is readable end to end; without it, ``frames`` is the container's claim.
+    is readable end to end; without it, ``frames`` is the container's claim. Raises VideoReadError
+    for what :func:`read_clip` refuses (too small; with ``count_frames``, a single frame).
     """
     cap = _open(path)
     try:
@@ -75,10 +110,12 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True) -> dict:
         if not ok or frame is None or frame.size == 0:
             raise VideoReadError(path, "first frame could not be decoded")
         info["height"], info["width"] = frame.shape[:2]  # trust the decoded size over metadata
+        _check_size(path, frame)
         n = 1
         if count_frames:
             while cap.grab():
                 n += 1
+            _check_count(path, n)
         info["frames"] = n if count_frames else max(info["frames_meta"], 1)
         return info
     finally:
@@ -115,6 +152,8 @@ def _decode(path, cap, needed: set[int], height: int, width: int) -> tuple[dict[
             ok, bgr = cap.retrieve()
             if not ok or bgr is None or bgr.size == 0:
                 raise VideoReadError(path, f"frame {i} could not be decoded")
+            if not got:
+                _check_size(path, bgr)
             small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
             got[i] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         i += 1
@@ -147,7 +186,10 @@ def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int
     Returns ``frames`` uint8 [T, H, W, 3] RGB (resized with INTER_AREA) and ``motion`` float32
     [T, H, W, C]: between sampled frame t and the next decoded frame, so a repeated frame (stutter)
     has zero motion. ``diff``: C=1 signed grey difference in [-1, 1]; ``flow``: C=2 Farneback flow
-    in units of the frame width. Raises VideoReadError for anything that does not decode.
+    in units of the frame width. Raises VideoReadError for anything that does not decode, for frames
+    under ``MIN_SIDE`` px and for a single decodable frame; a video of which under
+    ``MIN_DECODED_SHARE`` of the announced frames decode is sampled over those and logged as a
+    warning (see the module docstring).
     """
     _check_args(n_frames, height, width, motion)
     cap = _open(path)
@@ -169,6 +211,10 @@ def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int
                 cap.release()
         if n_dec == 0:
             raise VideoReadError(path, "no decodable frame")
+        _check_count(path, n_dec)
+        if n_plan > 0 and n_dec < MIN_DECODED_SHARE * n_plan:
+            LOGGER.warning(f"{path}: only {n_dec} of the {n_plan} frames the container announces decode "
+                           f"(cut or damaged?); scored on those")
         pos = sample_positions(n_dec, n_frames)
         cap = _open(path)
         try:
@@ -178,6 +224,7 @@ def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int
         if n2 != n_dec:
             raise VideoReadError(path, f"decoding is not repeatable ({n_dec} then {n2} frames)")
         n_plan = n_dec
+    _check_count(path, n_plan)
     return _assemble(got, pos, n_plan, motion, width)
 
 
@@ -202,8 +249,13 @@ class FrameCache:
     """Decode each video once per sampling setting; later ``get`` calls load ``.npy`` files.
 
     The key covers the absolute path, size and mtime of the video and the sampling parameters, so
-    an edited video or a new setting decodes again. Files are written to a temp name then renamed,
-    motion before frames, so a present frames file means a complete pair.
+    an edited video or a new setting decodes again. An entry is three files: ``<key>.motion.npy``,
+    ``<key>.frames.npy`` and ``<key>.json`` (the sha1 of each array's bytes), each written to a temp
+    name then renamed, the ``.json`` last, so a present ``.json`` means a complete entry. Loading
+    checks shape, dtype and checksum; an entry that fails (zero-byte or cut file, wrong shape or
+    content, a folder in the way) is decoded again and rewritten, logged once per entry; one without
+    its ``.json`` (cut short, or from before checksums) is a plain miss. A cache that cannot be
+    written is used read-through (logged).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, *, n_frames: int, height: int, width: int,
@@ -221,27 +273,54 @@ class FrameCache:
         text = f"{p}|{st.st_size}|{st.st_mtime_ns}|{self.n_frames}|{self.height}|{self.width}|{self.motion}"
         return hashlib.sha1(text.encode()).hexdigest()
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
         d = self.cache_dir / key[:2]
-        return d / f"{key}.frames.npy", d / f"{key}.motion.npy"
+        return d / f"{key}.frames.npy", d / f"{key}.motion.npy", d / f"{key}.json"
+
+    def _shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        t, h, w = self.n_frames, self.height, self.width
+        return (t, h, w, 3), (t, h, w, MOTIONS[self.motion])
 
     def cached(self, path: str | os.PathLike) -> bool:
-        """Whether ``path`` has a cache entry (a stat, no loading; frames are written last, so a
-        present frames file means a complete pair)."""
-        return self._paths(self.key(path))[0].is_file()
+        """Whether ``path`` has a complete cache entry (a stat, no loading or checking)."""
+        return self._paths(self.key(path))[2].is_file()
 
     def load(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached pair, or None when absent or unreadable (then it is decoded again)."""
+        """The cached pair, or None when absent or bad (then it is decoded again)."""
         return self._load_key(self.key(path))
 
     def _load_key(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        fpath, mpath = self._paths(key)
-        if not fpath.is_file():
-            return None
+        fpath, mpath, jpath = self._paths(key)
+        if not jpath.exists() and not jpath.is_symlink():
+            return None  # a miss (or an entry cut short / from before checksums: rewritten silently)
         try:
-            return np.load(fpath), np.load(mpath)
-        except (OSError, ValueError):
+            if not jpath.is_file():
+                raise ValueError(f"{jpath.name} is not a file")
+            meta = json.loads(jpath.read_text())
+            frames = np.load(fpath, allow_pickle=False)
+            motion = np.load(mpath, allow_pickle=False)
+            fshape, mshape = self._shapes()
+            if frames.shape != fshape or frames.dtype != np.uint8:
+                raise ValueError(f"frames {frames.dtype}{list(frames.shape)}, expected uint8{list(fshape)}")
+            if motion.shape != mshape or motion.dtype != np.float32:
+                raise ValueError(f"motion {motion.dtype}{list(motion.shape)}, expected float32{list(mshape)}")
+            if meta.get("frames_sha1") != _sha1(frames) or meta.get("motion_sha1") != _sha1(motion):
+                raise ValueError("checksum mismatch")
+        except Exception as e:  # noqa: BLE001 - a cache read must never fail a run: rebuild the entry
+            _warn_once(key, f"frame cache: bad entry {fpath.parent / key}.* ({_short(e)}); decoding again")
+            self._discard(key)
             return None
+        return frames, motion
+
+    def _discard(self, key: str) -> None:
+        for p in self._paths(key):
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+            except OSError:
+                pass
 
     def get(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         key = self.key(path)  # once: it stats (and resolves) the video
@@ -250,10 +329,15 @@ class FrameCache:
             return hit
         frames, motion = read_clip(path, n_frames=self.n_frames, height=self.height,
                                    width=self.width, motion=self.motion)
-        fpath, mpath = self._paths(key)
-        fpath.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomic(mpath, motion)
-        _save_atomic(fpath, frames)
+        fpath, mpath, jpath = self._paths(key)
+        try:
+            fpath.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomic(mpath, motion)
+            _save_atomic(fpath, frames)
+            meta = {"frames_sha1": _sha1(frames), "motion_sha1": _sha1(motion), "video": str(Path(path))}
+            _write_atomic(jpath, json.dumps(meta).encode())
+        except OSError as e:
+            _warn_once(key, f"frame cache: cannot write {fpath.parent / key}.* ({_short(e)}); not cached")
         return frames, motion
 
     def fill(self, paths: Iterable[str | os.PathLike], *, skip_errors: bool = False,
@@ -280,11 +364,39 @@ class FrameCache:
         return out
 
 
+def _sha1(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).data).hexdigest()
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        LOGGER.warning(msg)
+
+
 def _save_atomic(target: Path, array: np.ndarray) -> None:
+    _write_atomic(target, array)
+
+
+def _write_atomic(target: Path, data: np.ndarray | bytes) -> None:
+    """``data`` (an array, saved as .npy, or bytes) to a temp file beside ``target``, then renamed;
+    something in the way (a folder, a stale file) is removed first."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                np.save(f, data)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

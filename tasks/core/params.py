@@ -34,15 +34,18 @@ def find_params(path: str | os.PathLike | None = None) -> Path:
     raise MokuflowError(f"no params.yaml in {here} or its parents (pass --params)")
 
 
-def set_key(params: dict, dotted: str, value: Any) -> None:
-    """Set params['a']['b'] for 'a.b'; the key must already exist (catches typos)."""
+def set_key(params: dict, dotted: str, value: Any, *, declared: bool = False) -> None:
+    """Set params['a']['b'] for 'a.b'; the key must already exist (catches typos), unless
+    ``declared`` (a study schema declares it with a default): then missing levels are created."""
     node = params
     *parents, leaf = dotted.split(".")
     for k in parents:
+        if declared and isinstance(node, dict) and k not in node:
+            node[k] = {}
         if not isinstance(node, dict) or not isinstance(node.get(k), dict):
             raise MokuflowError(f"params: unknown key {dotted!r}")
         node = node[k]
-    if leaf not in node:
+    if leaf not in node and not declared:
         raise MokuflowError(f"params: unknown key {dotted!r}")
     node[leaf] = value
 
@@ -64,7 +67,12 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if not isinstance(params, dict):
         raise MokuflowError(f"{p}: expected a mapping at the top level")
     for k, v in (overrides or {}).items():
-        set_key(params, k, v)
+        try:
+            set_key(params, k, v)
+        except MokuflowError:
+            if not validate or not _declared(k):
+                raise
+            set_key(params, k, v, declared=True)  # a schema key the file leaves at its default
     params["_root"] = str(p.parent)
     params["_file"] = str(p)
     if validate:
@@ -73,6 +81,13 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict[str, Any]
 
         check(params, studies())
     return params
+
+
+def _declared(dotted: str) -> bool:
+    from tasks.core.schema import declares
+    from tasks.core.study import studies
+
+    return declares(dotted, studies())
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -7,9 +7,11 @@ what was found. Each study declares its own section model (``Study.schema``); th
 """
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic import Field as Field  # re-exported for the study schemas
 
 from tasks.core.errors import MokuflowError
@@ -18,9 +20,28 @@ __all__ = ["Section", "Field", "Positive", "NonNegative", "Fraction", "TrainConf
            "RegisterConfig", "validate"]
 
 
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field takes numbers and nothing else (``int``, ``float``, ``float | None``...)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class Section(BaseModel):
-    """A params section: unknown keys are errors (they are usually typos)."""
+    """A params section: unknown keys are errors (they are usually typos); ``true`` / ``false`` are
+    not numbers (pydantic would read them as 1 / 0)."""
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _numbers_only(field.annotation):
+            raise ValueError("expected a number, not true / false")
+        return v
 
 
 Positive = Field(gt=0)
@@ -75,6 +96,10 @@ def _problem(err: dict) -> str:
         return "missing key"
     got = err.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping of settings, got {shown[:80]}"
     return f"{msg[0].lower() + msg[1:] if msg else 'invalid'}, got {shown[:80]}"
 
 
@@ -89,6 +114,26 @@ def validate_section(model: type[BaseModel], data: Any, *, key: str, file: str) 
         first = errs[0]
         more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
         raise MokuflowError(f"{file}: {key}.{_where(first['loc'])}: {_problem(first)}{more}") from None
+
+
+def declares(dotted: str, studies: dict) -> bool:
+    """Whether a study's schema declares the dotted key (e.g. a key with a default that params.yaml
+    does not spell out), so ``--set`` may give it a value."""
+    top, *parts = dotted.split(".")
+    if top not in studies or not parts:
+        return False
+    model: Any = studies[top].load(studies[top].schema)
+    for i, part in enumerate(parts):
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        field = fields.get(part)
+        if field is None:
+            return False
+        if i == len(parts) - 1:
+            return True
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return False
+    return False
 
 
 def validate(params: dict, studies: dict) -> dict:

@@ -5,9 +5,14 @@ Contract (all studies)::
     model = mlflow.pyfunc.load_model("models:/<study>@champion")
     out = model.predict(pd.DataFrame({<input columns>: [...]}), params={...})
 
-- Input: a DataFrame with the study's input columns (extra columns are ignored), or, in a notebook,
-  a dict of lists, a list of dicts, or a list of values (for a study with one input column). A
-  missing input column raises :class:`ServingInputError` (a ``ValueError``) naming it.
+- Input: a DataFrame with the study's input columns (extra columns are ignored), a dict of lists
+  (or of single values: one row), or a list of dicts (one per row). Through
+  ``mlflow.pyfunc.load_model`` MLflow checks the input against the signature first: it passes a
+  dict of lists on as one row of list cells, which :meth:`StudyPyfunc.input_rows` spreads back into
+  rows, and it refuses a plain list of values (``Model is missing inputs [...]``); a plain list works
+  only on the Python model itself (``model.unwrap_python_model().predict(None, [...])``), for a study
+  with one input column. A missing input column raises :class:`ServingInputError` (a ``ValueError``)
+  naming it.
 - Output: a DataFrame with the study's output columns and an ``error`` column. A row that cannot be
   read (missing or corrupt file, empty path...) does not stop the batch: it gets one output row with
   empty outputs and the message in ``error``; every other row is answered (``error`` empty).
@@ -107,7 +112,8 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
         return self.assemble(rows, answers, errors)
 
     def input_rows(self, model_input) -> list[dict]:
-        """The input as a list of row dicts with every input column; a missing column is an error."""
+        """The input (any form the module docstring lists) as a list of row dicts with every input
+        column; a missing column is a :class:`ServingInputError`."""
         names = [c for c, _ in self.inputs]
         if isinstance(model_input, dict):
             model_input = pd.DataFrame({k: v if isinstance(v, (list, tuple, pd.Series)) else [v]
@@ -122,6 +128,11 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             raise ServingInputError(f"model input: expected a DataFrame with columns {names}, "
                                     f"got {type(model_input).__name__}")
+        if len(model_input) == 1 and names and all(c in model_input.columns for c in names):
+            cells = [model_input[c].iloc[0] for c in names]
+            if all(isinstance(v, (list, tuple)) for v in cells) and len({len(v) for v in cells}) == 1:
+                # MLflow's schema check turns a dict of lists into one row of list cells: spread it
+                model_input = pd.DataFrame({c: list(v) for c, v in zip(names, cells)})
         missing = [c for c in names if c not in model_input.columns]
         if missing:
             raise ServingInputError(f"model input: missing column(s) {missing} (expected {names}, "

@@ -81,6 +81,7 @@ CLEAN_REASON = {"jittered": None, "duplicate": "duplicate", "degenerate": "degen
                 "partly_outside": "clipped", "wholly_outside": "outside",
                 "unknown_category": "unknown_category", "unknown_image": "unknown_image"}
 DISTRACTORS = ("blob", "polygon", "bar", "ellipse", "rect")
+TWO_TONE = ("triangle", "star", "ring", "cross")  # plain shapes drawn with an inset of a second colour
 MIN_VISIBLE = 0.3
 CROWD_PROB = 0.4
 PLACE_MAX_IOU = 0.7      # same-category placement: retry above this (approximate boxes)
@@ -269,6 +270,17 @@ def _render_patch(kind: str, item: dict, rng):
     if holes_px:
         cv2.fillPoly(canvas, [fixed(p) for p in holes_px], 0, lineType=cv2.LINE_8, shift=4)
     alpha = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    inner = None
+    if kind in TWO_TONE:  # the plain-shape sprites carry an inset of the second colour, as a logo would:
+        # the category is told by shape *and* this pattern, which no distractor has
+        canvas[:] = 0
+        k = 0.55
+        cv2.fillPoly(canvas, [fixed(tf(p * k)) for p in outer], 255, lineType=cv2.LINE_8, shift=4)
+        if holes:  # the ring: a band between two circles inside its own band
+            canvas[:] = 0
+            cv2.fillPoly(canvas, [fixed(tf(p * 0.88)) for p in outer], 255, lineType=cv2.LINE_8, shift=4)
+            cv2.fillPoly(canvas, [fixed(tf(p * 1.22)) for p in holes], 0, lineType=cv2.LINE_8, shift=4)
+        inner = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
 
     xx = (x0 + np.arange(w, dtype=np.float32) + 0.5 - cx)[None, :]
     yy = (y0 + np.arange(h, dtype=np.float32) + 0.5 - cy)[:, None]
@@ -292,6 +304,8 @@ def _render_patch(kind: str, item: dict, rng):
         tex = c1 * shade[..., None]
         if kind in ("blob", "polygon", "ellipse") and rng.random() < 0.4:  # speckled distractor
             tex = tex + rng.normal(0, 18, tex.shape)
+        if inner is not None:
+            tex = tex * (1 - inner) + c2 * inner
     tex = np.broadcast_to(tex, (h, w, 3)).astype(np.float32)
     return alpha, tex, x0, y0
 

@@ -2,8 +2,10 @@
 
 Writes ``videos/``, ``videos.csv`` (video_id, path, content_id, split), ``scores.csv``,
 ``truth.csv`` (synthetic only) and ``acquire.json`` into a temp folder swapped in for raw_dir only
-on success, so a failed acquire leaves the previous raw data intact. Unreadable, truncated or
-missing videos are listed in ``acquire.json["unreadable"]`` and left out; they never stop the run.
+on success, so a failed acquire leaves the previous raw data intact. Unreadable, truncated, too small
+(< 8 px), single-frame or missing videos are listed in ``acquire.json["unreadable"]`` and left out;
+they never stop the run. raw_dir must hold nothing but a previous acquire output (see
+:func:`tasks.core.io.atomic_dir`) and none of the source files.
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ from pathlib import Path
 
 from tasks.core import MokuflowError, atomic_dir, log, progress, resolve, write_csv, write_json
 from tasks.core.download import extract, fetch
+from tasks.core.io import lines_of, numeric, read_table
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}
 SOURCES = ("synthetic", "folder", "url")
 # A video decoding to fewer frames than this share of its container's count is truncated.
 MIN_DECODED_SHARE = 0.9
+# What a previous acquire output holds: adopted when raw_dir has no ownership manifest yet.
+OWNS = ("videos/*", "videos.csv", "scores.csv", "truth.csv", "acquire.json")
 
 
 def run(params: dict, **kwargs) -> dict:
@@ -29,7 +34,7 @@ def run(params: dict, **kwargs) -> dict:
                             f"{', '.join(SOURCES)}, got {source!r}")
     _check_split(params)
     raw_dir = resolve(params, data["raw_dir"])
-    with atomic_dir(raw_dir) as tmp:
+    with atomic_dir(raw_dir, inputs=_inputs(params, source), owns=OWNS) as tmp:
         if source == "synthetic":
             summary = _synthetic(params, tmp)
         elif source == "folder":
@@ -43,6 +48,17 @@ def run(params: dict, **kwargs) -> dict:
     log(f"acquire: {summary['n_videos']} videos, {len(summary['unreadable'])} unreadable -> {raw_dir}")
     return {k: v for k, v in summary.items() if k not in ("unreadable", "synthetic")} | {
         "n_unreadable": len(summary["unreadable"]), "raw_dir": str(raw_dir)}
+
+
+def _inputs(params: dict, source: str) -> list:
+    """The source files and folders acquire reads: raw_dir must not contain them (it is replaced)."""
+    data = params["vqa"]["data"]
+    if source == "folder":
+        f = data.get("folder") or {}
+        return [resolve(params, f.get(k)) for k in ("videos", "labels", "scores") if f.get(k)]
+    if source == "url":
+        return [resolve(params, (data.get("url") or {}).get("cache_dir") or ".cache/downloads")]
+    return []
 
 
 # ------------------------------------------------------------------------------------- synthetic
@@ -177,20 +193,15 @@ def _video_id(label_path: str, seen: set) -> str:
 
 def _from_scores(table: Path, index: dict):
     """Tidy per-rater table ``video_id, rater_id, score[, content_id]``; videos ``<video_id>.<ext>``."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(table, dtype={"video_id": str, "rater_id": str, "content_id": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise MokuflowError(f"{table}: not a readable CSV: {e}") from None
-    need = {"video_id", "rater_id", "score"}
-    if not need <= set(df.columns):
-        raise MokuflowError(f"{table}: needs columns {sorted(need)}, has {list(df.columns)}")
-    score = pd.to_numeric(df["score"], errors="coerce")
-    bad = df.index[score.isna() & df["score"].notna()]
-    if len(bad):
-        raise MokuflowError(f"{table}:{bad[0] + 2}: score {df['score'][bad[0]]!r} is not a number")
-    df = df.assign(score=score).dropna(subset=["video_id", "rater_id", "score"])
+    df = read_table(table, ("video_id", "rater_id", "score"), id_columns=("video_id", "rater_id"),
+                    what="score file")
+    score, n_na = numeric(df, "score", path=table)
+    if n_na:
+        log(f"acquire: {table}: {n_na} rating(s) written as a missing-value marker (NA, n/a, ...) "
+            f"read as missing (lines {lines_of(df, score.isna() & (df['score'] != ''))})")
+    df = df.assign(score=score).dropna(subset=["score"])
+    if "content_id" in df.columns:
+        df["content_id"] = df["content_id"].mask(df["content_id"] == "")
     by_stem: dict[str, list[Path]] = {}
     for p in index["rel"].values():
         by_stem.setdefault(p.stem, []).append(p)
@@ -202,7 +213,7 @@ def _from_scores(table: Path, index: dict):
             missing.append({"path": f"{vid}.*", "reason": "video not found" if not files else
                             "ambiguous: " + ", ".join(str(f) for f in files)})
             continue
-        content = g["content_id"].iloc[0] if has_content and g["content_id"].notna().any() else vid
+        content = g["content_id"].dropna().iloc[0] if has_content and g["content_id"].notna().any() else vid
         rows.append({"video_id": vid, "file": files[0], "content_id": str(content)})
     cols = ["video_id", "rater_id", "score"] + (["content_id"] if has_content else [])
     return rows, df[cols], missing

@@ -1,9 +1,16 @@
 """Clean raw opinion scores into one quality per video (SUREAL MLE subject model, or plain MOS).
 
-Reads the tidy raw table ``video_id, rater_id, score[, content_id]`` (missing ratings = absent rows or
-empty score cells) or a MOS-only table ``video_id, mos[, mos_std]`` (passed through), and writes
-``scores.csv``, ``raters.csv``, ``contents.csv`` and ``clean.json`` into the clean folder, atomically.
-Never imports torch.
+Reads the tidy raw table ``video_id, rater_id, score[, content_id]`` (missing ratings = absent rows,
+empty score cells or a missing-value marker such as ``NA`` / ``n/a``, counted in clean.json as
+``n_na_ratings``) or a MOS-only table ``video_id, mos[, mos_std]`` (passed through), and writes
+``scores.csv``, ``raters.csv``, ``contents.csv`` and ``clean.json`` into the clean folder, atomically
+(:func:`tasks.core.io.atomic_dir`: the folder must hold nothing but a previous clean output, and must
+not hold the input). Tables may be comma-, tab-, semicolon- or pipe-separated; ids are text as written.
+
+Ratings outside ``vqa.clean.scale`` ([min, max], default [1, 5]) are refused naming the file, lines and
+values (``vqa.clean.out_of_scale: refuse``) or dropped and counted (``drop``: ``n_out_of_scale`` in
+clean.json and the log). MOS-only tables are not checked against the scale (their scale is the
+dataset's: KoNViD-1k 1-5, LIVE-VQC 0-100). Never imports torch.
 """
 from __future__ import annotations
 
@@ -12,9 +19,13 @@ import warnings
 from pathlib import Path
 
 from tasks.core import MokuflowError, atomic_dir, log, resolve, write_json
+from tasks.core.io import lines_of, numeric, read_table
 
 METHODS = ("mle", "mos")
 ID_COLUMNS = ("video_id", "rater_id", "content_id")
+OUT_OF_SCALE = ("refuse", "drop")
+# What a previous clean output holds: adopted when the folder has no ownership manifest yet.
+OWNS = ("scores.csv", "raters.csv", "contents.csv", "clean.json")
 
 
 def add_arguments(parser) -> None:
@@ -32,26 +43,33 @@ def run(params: dict, scores: str | None = None, out: str | None = None) -> dict
     out_dir = Path(out).resolve() if out else resolve(params, data["clean_dir"])
     return clean_scores(scores_csv, out_dir, method=cfg["method"],
                         max_iter=int(cfg["max_iter"]), tol=float(cfg["tol"]),
-                        min_std=float(cfg["min_std"]))
+                        min_std=float(cfg["min_std"]), scale=tuple(cfg.get("scale", (1.0, 5.0))),
+                        out_of_scale=cfg.get("out_of_scale", "refuse"))
 
 
 # ------------------------------------------------------------------------------------------ core
 
 def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10000,
-                 tol: float = 1e-8, min_std: float = 0.05) -> dict:
+                 tol: float = 1e-8, min_std: float = 0.05, scale: tuple[float, float] = (1.0, 5.0),
+                 out_of_scale: str = "refuse") -> dict:
     """Fit ``method`` on ``scores_csv`` and write the clean folder ``out_dir``; returns clean.json's dict."""
     scores_csv, out_dir = Path(scores_csv), Path(out_dir)
     if method not in METHODS:
         raise MokuflowError(f"params vqa.clean.method: expected one of {METHODS}, got {method!r}")
+    if out_of_scale not in OUT_OF_SCALE:
+        raise MokuflowError(f"params vqa.clean.out_of_scale: expected one of {OUT_OF_SCALE}, got {out_of_scale!r}")
+    if len(scale) != 2 or not float(scale[0]) < float(scale[1]):
+        raise MokuflowError(f"params vqa.clean.scale: expected [min, max] with min < max, got {list(scale)}")
     table = _read_table(scores_csv)
     if "mos" in table.columns and not {"rater_id", "score"} <= set(table.columns):
         frames, summary = _mos_passthrough(scores_csv, table)
     else:
         frames, summary = _per_rater(scores_csv, table, method=method, max_iter=max_iter, tol=tol,
-                                     min_std=min_std)
+                                     min_std=min_std, scale=(float(scale[0]), float(scale[1])),
+                                     out_of_scale=out_of_scale)
     summary["scores"] = str(scores_csv)
     # everything is computed before anything is written: a failure above leaves out_dir as it was
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, inputs=[scores_csv], owns=OWNS) as tmp:
         for name, frame in frames.items():
             frame.to_csv(tmp / name, index=False)
         write_json(tmp / "clean.json", summary)
@@ -62,44 +80,21 @@ def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10
 # ----------------------------------------------------------------------------------------- input
 
 def _read_table(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise MokuflowError(f"{path}: score table not found (run `mokuflow vqa acquire` or pass --scores)")
-    try:
-        # ids stay text so they are written back exactly as given ("007" stays "007")
-        table = pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
-    except pd.errors.EmptyDataError:
-        raise MokuflowError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise MokuflowError(f"{path}: not a readable CSV: {e}") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    if "video_id" not in table.columns or not ({"rater_id", "score"} <= set(table.columns)
-                                               or "mos" in table.columns):
+    """The raw table as text cells (index = line numbers); ids exactly as written."""
+    table = read_table(path, ("video_id",), id_columns=ID_COLUMNS, what="score table",
+                       not_found="run `mokuflow vqa acquire` or pass --scores")
+    if not ({"rater_id", "score"} <= set(table.columns) or "mos" in table.columns):
         raise MokuflowError(
             f"{path}: missing columns: expected `video_id, rater_id, score[, content_id]` or "
             f"`video_id, mos`, got {list(table.columns)}")
     if table.empty:
         raise MokuflowError(f"{path}: the table has no rows")
-    if table["video_id"].isna().any():
-        rows = (table.index[table["video_id"].isna()] + 2).tolist()[:5]
-        raise MokuflowError(f"{path}: empty video_id on lines {rows}")
     return table
 
 
 def _numeric(path: Path, table, column: str):
-    """The column as floats; empty cells stay NaN, text is an error naming the lines."""
-    import pandas as pd
-
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() & table[column].notna()
-    if bad.any():
-        lines = (table.index[bad] + 2).tolist()[:5]  # +2: header line and 1-based numbering
-        examples = table.loc[bad, column].astype(str).tolist()[:5]
-        raise MokuflowError(f"{path}: non-numeric {column} on lines {lines}: {examples}")
-    if (values.abs() == float("inf")).any():
-        raise MokuflowError(f"{path}: infinite {column} values")
-    return values.astype(float)
+    """The column as floats: empty cells and NA markers are NaN, other text is an error naming lines."""
+    return numeric(table, column, path=path)[0]
 
 
 def _mos_passthrough(path: Path, table):
@@ -108,25 +103,39 @@ def _mos_passthrough(path: Path, table):
 
     mos = _numeric(path, table, "mos")
     if mos.isna().any():
-        lines = (table.index[mos.isna()] + 2).tolist()[:5]
-        raise MokuflowError(f"{path}: videos without a mos on lines {lines}")
+        raise MokuflowError(f"{path}: videos without a mos on lines {lines_of(table, mos.isna())}")
     dup = table["video_id"].duplicated()
     if dup.any():
         raise MokuflowError(f"{path}: duplicate video_id {table.loc[dup, 'video_id'].tolist()[:5]}")
     std = _numeric(path, table, "mos_std") if "mos_std" in table.columns else np.nan
-    frames = {"scores.csv": pd.DataFrame({"video_id": table["video_id"], "quality": mos, "quality_std": std})}
+    frames = {"scores.csv": pd.DataFrame({"video_id": table["video_id"].to_numpy(), "quality": mos.to_numpy(),
+                                          "quality_std": std if np.isscalar(std) else std.to_numpy()})}
     summary = {"method": "mos-passthrough", "log_likelihood": None, "iterations": 0, "converged": True,
                "n_videos": len(table), "n_raters": None, "n_ratings": None, "n_contents": None}
     return frames, summary
 
 
-def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float, min_std: float):
+def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float, min_std: float,
+               scale: tuple[float, float] = (1.0, 5.0), out_of_scale: str = "refuse"):
     import numpy as np
 
-    table = table.assign(score=_numeric(path, table, "score"))
-    if table["rater_id"].isna().any():
-        lines = (table.index[table["rater_id"].isna()] + 2).tolist()[:5]
-        raise MokuflowError(f"{path}: empty rater_id on lines {lines}")
+    score, n_na = numeric(table, "score", path=path)
+    if n_na:
+        log(f"clean: {path}: {n_na} rating(s) written as a missing-value marker (NA, n/a, ...) "
+            f"read as missing")
+    lo, hi = scale
+    outside = score.notna() & ((score < lo) | (score > hi))
+    if outside.any() and out_of_scale == "refuse":
+        values = table.loc[outside, "score"].tolist()[:5]
+        raise MokuflowError(f"{path}: {int(outside.sum())} score(s) outside the rating scale [{lo:g}, {hi:g}] "
+                            f"(vqa.clean.scale) on lines {lines_of(table, outside)}: {values}; fix them, or "
+                            f"set vqa.clean.out_of_scale=drop to drop them")
+    n_out = int(outside.sum())
+    if n_out:
+        log(f"clean: {path}: dropped {n_out} rating(s) outside the scale [{lo:g}, {hi:g}] "
+            f"(e.g. lines {lines_of(table, outside)})")
+        score = score.mask(outside)
+    table = table.assign(score=score)
     dup = table.duplicated(["video_id", "rater_id"], keep=False)
     if dup.any():
         pairs = table.loc[dup, ["video_id", "rater_id"]].drop_duplicates().head(5)
@@ -157,7 +166,8 @@ def _per_rater(path: Path, table, *, method: str, max_iter: int, tol: float, min
         frames, fit_info = _fit_mos(scores, videos, raters, contents)
     summary = {"method": method, **fit_info, "n_videos": len(videos), "n_raters": len(raters),
                "n_ratings": int(np.isfinite(scores).sum()),
-               "n_contents": None if contents is None else int(contents.nunique())}
+               "n_contents": None if contents is None else int(contents.nunique()),
+               "scale": [lo, hi], "out_of_scale": out_of_scale, "n_out_of_scale": n_out, "n_na_ratings": n_na}
     return frames, summary
 
 
@@ -165,9 +175,6 @@ def _content_of_videos(path: Path, table, videos):
     """content_id per video (in ``videos`` order), or None when the table has none."""
     if "content_id" not in table.columns:
         return None
-    if table["content_id"].isna().any():
-        lines = (table.index[table["content_id"].isna()] + 2).tolist()[:5]
-        raise MokuflowError(f"{path}: empty content_id on lines {lines}")
     per_video = table.groupby("video_id", sort=False)["content_id"].nunique()
     mixed = per_video.index[per_video > 1].tolist()
     if mixed:

@@ -34,18 +34,15 @@ def scores_csv(params: dict) -> Path:
 
 
 def read_table(path: Path, columns: tuple[str, ...], stage: str):
-    """A CSV with these columns and unique text ``video_id`` s, or an error naming the file."""
-    import pandas as pd
+    """A CSV with these columns and unique text ``video_id`` s, or an error naming the file.
+
+    Read by the core reader (:func:`tasks.core.io.read_table`): cells are text as written (ids such
+    as ``NA`` stay themselves); ``quality`` columns are converted by the caller."""
+    from tasks.core.io import read_table as read_text_table
 
     if not path.is_file():
         raise MokuflowError(f"{path}: not found (run the {stage} stage first)")
-    try:
-        df = pd.read_csv(path, dtype={"video_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise MokuflowError(f"{path}: not a readable CSV ({e})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MokuflowError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    df = read_text_table(path, columns, id_columns=("video_id",))
     dup = df["video_id"][df["video_id"].duplicated()]
     if len(dup):
         raise MokuflowError(f"{path}: duplicate video_id(s) {sorted(set(dup))[:5]}")
@@ -60,10 +57,13 @@ def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
     """
     import numpy as np
 
+    from tasks.core.io import numeric
+
     vpath, spath = videos_csv(params), scores_csv(params)
     videos = read_table(vpath, ("video_id", "path", "split"), "acquire")
     scores = read_table(spath, ("video_id", "quality"), "clean")
     videos = videos[videos["split"].isin(splits)]
+    scores = scores.assign(quality=numeric(scores, "quality", path=spath)[0])
     df = videos.merge(scores[["video_id", "quality"]], on="video_id", how="left")
     df["quality"] = df["quality"].astype(float)
     unlabelled = df["quality"].isna() | ~np.isfinite(df["quality"].fillna(0.0))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import field_validator
+
 from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
 
 
@@ -39,7 +41,7 @@ class Synthetic(Section):
     seed: int
     n_contents: int = Field(gt=0)
     versions_per_content: int = Field(gt=0)
-    n_frames: int = Field(gt=0)
+    n_frames: int = Field(ge=2)  # motion needs two frames: 1-frame videos are refused
     height: int = Field(ge=16)
     width: int = Field(ge=16)
     fps: int = Field(gt=0)
@@ -53,6 +55,16 @@ class Clean(Section):
     max_iter: int = Field(gt=0)
     tol: float = Field(ge=0)
     min_std: float = Field(gt=0)
+    # the rating scale [min, max] of per-rater scores; ratings outside it are refused or dropped
+    scale: list[float] = Field(default_factory=lambda: [1.0, 5.0], min_length=2, max_length=2)
+    out_of_scale: Literal["refuse", "drop"] = "refuse"
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: list[float]) -> list[float]:
+        if not v[0] < v[1]:
+            raise ValueError("expected [min, max] with min < max")
+        return v
 
 
 class Frames(Section):

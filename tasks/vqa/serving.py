@@ -6,7 +6,17 @@
     out["error"]      # empty, or why that row's video could not be scored (its quality is NaN)
 
 Any readable video of any resolution / length works: frames are sampled as at training time (the
-``frames`` config stored in model.pt). Relative paths resolve against the caller's cwd.
+``frames`` config stored in model.pt). Relative paths resolve against the caller's cwd. The input may
+also be a dict (``{"video_path": [...]}``), a list of dicts or a plain list of paths.
+
+What is refused and what is scored (``models.vqa.video`` decides, the same rules as training):
+
+- refused, the row gets a NaN quality and the reason in ``error``: a missing, empty or unopenable
+  file, no decodable frame, frames under 8 px a side (a 1x1 video), a single decodable frame;
+- scored, with a warning logged on the ``mokuflow`` logger (the output schema is unchanged: ``error``
+  stays for failures): a video of which under 90 % of the announced frames decode (a cut upload, a
+  damaged stream) is sampled over the frames that do;
+- scored silently: a video shorter than the model's ``n_frames`` (frames repeat evenly).
 """
 from __future__ import annotations
 
@@ -30,6 +40,8 @@ class VQAPyfunc(StudyPyfunc):
         self.model, self.frames_cfg = load_model(model_file)
 
     def prepare(self, row: dict, params: dict):
+        """The row's clip (frames, motion); raises VideoReadError for a refused video (see the module
+        docstring), which the core turns into that row's ``error``."""
         from models.vqa.video import read_clip
 
         cfg = {k: self.frames_cfg[k] for k in ("n_frames", "height", "width", "motion")}

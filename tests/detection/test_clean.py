@@ -246,7 +246,7 @@ def test_bad_input_is_one_line_naming_the_file_and_keeps_output(raw, tmp_path, c
     else:
         assert rc == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == {"instances.json", "cleanup.json"}
+    assert set(before) == {"instances.json", "cleanup.json", ".mokuflow-owned"}
     assert set(json.loads(before["cleanup.json"])) == {"kept", "dropped", "fixed"}
     with pytest.raises(MokuflowError, match=message) as err:
         clean.clean_file(bad, out)

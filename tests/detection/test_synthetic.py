@@ -172,7 +172,7 @@ def test_acquire_synthetic_layout(tmp_path):
         assert (raw / "truth" / f"faults_{split}.json").is_file()
         assert meta["splits"][split]["images"] == SMALL[f"n_{split}"]
     assert len(list((raw / "images").glob("*.jpg"))) == 12
-    assert not [p for p in tmp_path.rglob(".*") if p.name != ".cache"]  # no temp leftovers
+    assert not [p for p in tmp_path.rglob(".*") if p.name not in (".cache", ".mokuflow-owned")]  # no temp leftovers
 
 
 def _local_coco(tmp_path: Path) -> Path:

@@ -26,7 +26,9 @@ def _tidy(tmp_path, *, seed=0, n_videos=24, n_raters=12, contents=True, name="ra
         for i in range(n_raters):
             if (i + j) % 5 == 0:  # missing ratings: absent rows
                 continue
-            row = {"video_id": f"v{j:03d}", "rater_id": f"r{i}", "score": round(x[j] + b[i] + rng.normal(0, 0.5), 2)}
+            # on the default 1-5 rating scale (vqa.clean.scale): ratings outside it are refused
+            score = float(np.clip(x[j] + b[i] + rng.normal(0, 0.5), 1, 5))
+            row = {"video_id": f"v{j:03d}", "rater_id": f"r{i}", "score": round(score, 2)}
             if contents:
                 row["content_id"] = f"c{j // 4}"
             rows.append(row)
