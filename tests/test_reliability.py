@@ -15,7 +15,8 @@ import pytest
 
 from tasks.cli import main
 from tasks.core import MokuflowError, atomic_dir, atomic_path
-from tasks.core.io import MANIFEST, _locked, numeric, read_table
+from tasks.core.outputs import MANIFEST, _locked
+from tasks.core.tables import numeric, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -6,7 +6,6 @@ video (``read_clip`` samples and resizes it to the model's frame settings).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.common.io import save_atomic
+from models.common.video import FrameCache, read_clip
 from models.vqa.stdam import STDAM, to_model_inputs
-from models.vqa.video import FrameCache, read_clip
 
 
 class ModelFileError(ValueError):
@@ -59,17 +59,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, frames_cfg: dict, targ
         "target_stats": {"mean": mean, "std": std},
         "state_dict": {k: v.detach().cpu() for k, v in stdam.state_dict().items()},
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[QualityModel, dict]:

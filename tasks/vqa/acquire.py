@@ -5,7 +5,7 @@ Writes ``videos/``, ``videos.csv`` (video_id, path, content_id, split), ``scores
 on success, so a failed acquire leaves the previous raw data intact. Unreadable, truncated, too small
 (< 8 px), single-frame or missing videos are listed in ``acquire.json["unreadable"]`` and left out;
 they never stop the run. raw_dir must hold nothing but a previous acquire output (see
-:func:`tasks.core.io.atomic_dir`) and none of the source files.
+:func:`tasks.core.outputs.atomic_dir`) and none of the source files.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tasks.core import MokuflowError, atomic_dir, log, progress, resolve, write_csv, write_json
 from tasks.core.download import extract, fetch
-from tasks.core.io import lines_of, numeric, read_table
+from tasks.core.tables import lines_of, numeric, read_table
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".yuv", ".3gp"}
 SOURCES = ("synthetic", "folder", "url")
@@ -260,7 +260,7 @@ def _assemble(params: dict, out: Path, rows: list, scores, missing: list, *, tab
 
 def _keep_readable(videos):
     """Probe every video (full decode); drop and report the unreadable or truncated ones."""
-    from models.vqa.video import VideoReadError, probe_video
+    from models.common.video import VideoReadError, probe_video
 
     keep, unreadable = [], []
     for r in progress(list(videos.itertuples(index=False)), "checking videos"):

@@ -4,7 +4,7 @@ Reads the tidy raw table ``video_id, rater_id, score[, content_id]`` (missing ra
 empty score cells or a missing-value marker such as ``NA`` / ``n/a``, counted in clean.json as
 ``n_na_ratings``) or a MOS-only table ``video_id, mos[, mos_std]`` (passed through), and writes
 ``scores.csv``, ``raters.csv``, ``contents.csv`` and ``clean.json`` into the clean folder, atomically
-(:func:`tasks.core.io.atomic_dir`: the folder must hold nothing but a previous clean output, and must
+(:func:`tasks.core.outputs.atomic_dir`: the folder must hold nothing but a previous clean output, and must
 not hold the input). Tables may be comma-, tab-, semicolon- or pipe-separated; ids are text as written.
 
 Ratings outside ``vqa.clean.scale`` ([min, max], default [1, 5]) are refused naming the file, lines and
@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from tasks.core import MokuflowError, atomic_dir, log, resolve, write_json
-from tasks.core.io import lines_of, numeric, read_table
+from tasks.core.tables import lines_of, numeric, read_table
 
 METHODS = ("mle", "mos")
 ID_COLUMNS = ("video_id", "rater_id", "content_id")

@@ -12,7 +12,7 @@ FRAME_KEYS = ("n_frames", "height", "width", "motion")
 
 def frames_cfg(params: dict) -> dict:
     """``vqa.frames`` without the cache folder: how every video is sampled, checked."""
-    from models.vqa.video import MOTIONS  # numpy + OpenCV only
+    from models.common.video import MOTIONS  # numpy + OpenCV only
 
     f = params["vqa"]["frames"]
     if f["motion"] not in MOTIONS:
@@ -36,9 +36,9 @@ def scores_csv(params: dict) -> Path:
 def read_table(path: Path, columns: tuple[str, ...], stage: str):
     """A CSV with these columns and unique text ``video_id`` s, or an error naming the file.
 
-    Read by the core reader (:func:`tasks.core.io.read_table`): cells are text as written (ids such
+    Read by the core reader (:func:`tasks.core.tables.read_table`): cells are text as written (ids such
     as ``NA`` stay themselves); ``quality`` columns are converted by the caller."""
-    from tasks.core.io import read_table as read_text_table
+    from tasks.core.tables import read_table as read_text_table
 
     if not path.is_file():
         raise MokuflowError(f"{path}: not found (run the {stage} stage first)")
@@ -57,7 +57,7 @@ def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
     """
     import numpy as np
 
-    from tasks.core.io import numeric
+    from tasks.core.tables import numeric
 
     vpath, spath = videos_csv(params), scores_csv(params)
     videos = read_table(vpath, ("video_id", "path", "split"), "acquire")
@@ -91,8 +91,8 @@ def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
     *sampled* frames are repeats in short videos and far apart in long ones."""
     import numpy as np
 
+    from models.common.video import FrameCache, VideoReadError
     from models.vqa.baseline import handcrafted_features
-    from models.vqa.video import FrameCache, VideoReadError
 
     cache = FrameCache(cache_dir, **{k: frames[k] for k in FRAME_KEYS})
     rows = []

@@ -9,7 +9,7 @@ Any readable video of any resolution / length works: frames are sampled as at tr
 ``frames`` config stored in model.pt). Relative paths resolve against the caller's cwd. The input may
 also be a dict (``{"video_path": [...]}``), a list of dicts or a plain list of paths.
 
-What is refused and what is scored (``models.vqa.video`` decides, the same rules as training):
+What is refused and what is scored (``models.common.video`` decides, the same rules as training):
 
 - refused, the row gets a NaN quality and the reason in ``error``: a missing, empty or unopenable
   file, no decodable frame, frames under 8 px a side (a 1x1 video), a single decodable frame;
@@ -42,7 +42,7 @@ class VQAPyfunc(StudyPyfunc):
     def prepare(self, row: dict, params: dict):
         """The row's clip (frames, motion); raises VideoReadError for a refused video (see the module
         docstring), which the core turns into that row's ``error``."""
-        from models.vqa.video import read_clip
+        from models.common.video import read_clip
 
         cfg = {k: self.frames_cfg[k] for k in ("n_frames", "height", "width", "motion")}
         return read_clip(file_path(row, INPUT_COLUMN), **cfg)

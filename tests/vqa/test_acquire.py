@@ -167,7 +167,7 @@ def test_folder_raw_scores(tmp_path):
 
 
 def test_truncated_video_is_left_out(tmp_path, monkeypatch):
-    from models.vqa import video
+    from models.common import video
 
     for i in range(2):
         tiny_video(tmp_path / "vids" / f"v{i}.mp4", seed=i)

@@ -9,11 +9,11 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from models.vqa import video  # noqa: E402
-from models.vqa.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402
+from models.common import video  # noqa: E402
+from models.common.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402
 from tasks.vqa.synthetic import write_mp4  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "vqa"
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "vqa"
 REAL = ["konvid_10053703034.mp4", "vsfa_test.mp4"]
 
 

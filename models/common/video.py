@@ -28,12 +28,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from models.common.io import atomic_file
 
 MOTIONS = {"diff": 1, "flow": 2}
 MIN_SIDE = 8            # smaller decoded frames are refused
@@ -386,21 +387,16 @@ def _save_atomic(target: Path, array: np.ndarray) -> None:
 
 
 def _write_atomic(target: Path, data: np.ndarray | bytes) -> None:
-    """``data`` (an array, saved as .npy, or bytes) to a temp file beside ``target``, then renamed;
+    """``data`` (an array, saved as .npy, or bytes) through :func:`models.common.io.atomic_file`;
     something in the way (a folder, a stale file) is removed first."""
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, bytes):
-                f.write(data)
-            else:
+    with atomic_file(target) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            with open(tmp, "wb") as f:
                 np.save(f, data)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _stderr_progress(desc: str, n: int) -> Callable[[int, int], None]:
