@@ -32,3 +32,16 @@ def save_atomic(target: str | os.PathLike, write: Callable[[Path], object]) -> P
     with atomic_file(target) as tmp:
         write(tmp)
     return Path(target)
+
+
+def load_payload(path: str | os.PathLike, error: type[Exception], *, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; a missing or unreadable file raises ``error`` naming it."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: model file not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise error(f"{p}: not a readable model file ({e})") from None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.common.io import save_atomic
+from models.common.io import load_payload, save_atomic
 from models.detection.detector import Detector
 
 FORMAT = "mokuflow-detection-v1"
@@ -91,12 +91,7 @@ def save_model(path: str | os.PathLike, detector: Detector, *, category_ids: Seq
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Detector, dict]:
     """(Detector in eval mode, meta {categories, image_size, config}) from a ``save_model`` file."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"{p}: model file not found")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ModelFileError(f"{p}: not a readable model file ({e})") from None
+    payload = load_payload(p, ModelFileError, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{p}: not a mokuflow detection model")
     try:

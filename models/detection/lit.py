@@ -4,7 +4,6 @@ No params.yaml here: the pipeline maps its params to these explicit arguments.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -14,6 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
 from models.detection.detector import Detector
 from models.detection.inference import letterbox, read_rgb, to_tensor
 from models.detection.metrics import ap50
@@ -34,7 +34,7 @@ def merge_val_rows(per_rank: Sequence[Sequence[dict]]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- module
 
-class DetectionLitModule(L.LightningModule):
+class DetectionLitModule(HistoryCheckpoint, L.LightningModule):
     """Detector + AdamW with linear warm-up then cosine decay. Validation: AP@0.5 of ``val_variant``
     over the whole val split (``val_ap50``, the checkpoint monitor). ``net_config`` lets a
     checkpoint rebuild the net: ``DetectionLitModule.load_from_checkpoint(path)`` needs no ``net``."""
@@ -119,27 +119,10 @@ class DetectionLitModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(int(self.hparams.warmup_steps), max(1, total // 4))  # short runs still decay
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    # -- resume: the epoch history and the running epoch's loss live in the checkpoint ------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mokuflow_history"] = list(self.history)
-        checkpoint["mokuflow_train_running"] = (self._train_sum, self._train_n, self._train_epoch, self._last_val)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = list(checkpoint.get("mokuflow_history", []))
-        self._train_sum, self._train_n, self._train_epoch, self._last_val = checkpoint.get(
-            "mokuflow_train_running", (0.0, 0, -1, None))
+        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                   total_steps=total, warmup_steps=warmup)
 
 
 # --------------------------------------------------------------------------------------------- data

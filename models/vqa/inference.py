@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.common.io import save_atomic
+from models.common.io import load_payload, save_atomic
 from models.common.video import FrameCache, read_clip
 from models.vqa.stdam import STDAM, to_model_inputs
 
@@ -65,12 +65,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, frames_cfg: dict, targ
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[QualityModel, dict]:
     """(QualityModel in eval mode, frames_cfg) from a ``save_model`` file."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"{p}: model file not found")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ModelFileError(f"{p}: not a readable model file ({e})") from None
+    payload = load_payload(p, ModelFileError, map_location=map_location)
     missing = {"model_kwargs", "frames", "target_stats", "state_dict"} - set(payload if isinstance(payload, dict) else ())
     if missing:
         raise ModelFileError(f"{p}: not a mokuflow VQA model (missing {sorted(missing)})")

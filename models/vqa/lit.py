@@ -4,7 +4,6 @@ No params.yaml here: tasks/vqa/train.py maps params to these explicit arguments.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -15,6 +14,7 @@ from scipy import stats
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
 from models.common.video import MOTIONS, FrameCache
 from models.vqa.losses import QualityLoss
 from models.vqa.stdam import STDAM, to_model_inputs
@@ -41,7 +41,7 @@ def correlations(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------------------- module
 
-class VQALitModule(L.LightningModule):
+class VQALitModule(HistoryCheckpoint, L.LightningModule):
     """STDAM + QualityLoss + AdamW/cosine. Targets are standardised with the train split's mean/std
     (kept as buffers and hparams) so losses are scale-free; ``predict_quality`` maps back."""
 
@@ -137,28 +137,10 @@ class VQALitModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(max(1, total // 20), 100)  # short warm-up: attention + LSTM from scratch dislike big first steps
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    # -- resume: the epoch history and the running epoch's loss live in the checkpoint ------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mokuflow_history"] = list(self.history)
-        checkpoint["mokuflow_train_running"] = (self._train_sum, self._train_n, self._train_epoch, self._last_val)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = list(checkpoint.get("mokuflow_history", []))
-        self._train_sum, self._train_n, self._train_epoch, self._last_val = checkpoint.get(
-            "mokuflow_train_running", (0.0, 0, -1, None))
+        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                   total_steps=total, warmup_steps=warmup)
 
 
 # --------------------------------------------------------------------------------------------- data

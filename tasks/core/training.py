@@ -214,5 +214,27 @@ def finish(params: dict, study: Study, run: Run, fitted: Fitted, info: dict) -> 
     return out
 
 
-def mark_completed(run: Run, info: dict, out_dir: Path) -> None:
+def best_weights(fitted: Fitted, prefix: str) -> dict:
+    """The best checkpoint's state_dict entries under ``prefix`` (the LightningModule's net attribute)."""
+    import torch
+
+    ckpt = torch.load(fitted.best_path, map_location="cpu", weights_only=False)
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
+def publish(params: dict, study: Study, run: Run, fitted: Fitted, *, history, save_model, info: dict) -> dict:
+    """Write ``<train.out_dir>/`` as one folder (``save_model(path)`` writes model.pt; history.csv;
+    run.json), log the best monitored score, mark the run folder COMPLETED; returns run.json's content."""
+    from tasks.core import atomic_dir, write_csv
+
+    info = finish(params, study, run, fitted, {"epochs": int(len(history)), **info})
+    out_dir = resolve(params, params[study.name]["train"]["out_dir"])
+    with atomic_dir(out_dir) as tmp:
+        save_model(tmp / "model.pt")
+        write_csv(tmp / "history.csv", history)
+        write_json(tmp / "run.json", info)
     write_json(run.dir / "COMPLETED", {"global_step": info["global_step"], "out_dir": str(out_dir)})
+    metric = study.monitor[0]
+    log(f"train: done, {info['epochs']} epochs, best {metric} {info[f'best_{metric}']}, "
+        f"model in {out_dir / 'model.pt'}")
+    return info

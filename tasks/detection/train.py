@@ -7,7 +7,7 @@ its categories and input size), history.csv and run.json, atomically, as one fol
 """
 from __future__ import annotations
 
-from tasks.core import MokuflowError, atomic_dir, log, resolve, write_csv, write_json
+from tasks.core import MokuflowError, log
 from tasks.detection.data import categories, items
 from tasks.detection.study import STUDY
 
@@ -53,27 +53,17 @@ def run(params: dict, **kwargs) -> dict:
 
 
 def _finish(params, run, fitted, lit, cat_ids: list[int], cat_names: list[str]) -> dict:
-    """model.pt from the best checkpoint + history.csv + run.json; mark the run folder COMPLETED."""
+    """model.pt from the best checkpoint + history.csv + run.json (the core's publish)."""
     import pandas as pd
-    import torch
 
     from models.detection.detector import Detector
     from models.detection.inference import save_model
     from tasks.core import training
 
-    ckpt = torch.load(fitted.best_path, map_location="cpu", weights_only=False)
     net = Detector(**lit.net.config)
-    net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-    history = pd.DataFrame(lit.history)
-    info = training.finish(params, STUDY, run, fitted, {"epochs": int(len(history)),
-                                                        "categories": dict(zip(cat_ids, cat_names))})
-    out_dir = resolve(params, params["detection"]["train"]["out_dir"])
-    with atomic_dir(out_dir) as tmp:
-        save_model(tmp / "model.pt", net, category_ids=cat_ids, category_names=cat_names,
-                   image_size=int(params["detection"]["model"]["image_size"]))
-        write_csv(tmp / "history.csv", history)
-        write_json(tmp / "run.json", info)
-    training.mark_completed(run, info, out_dir)
-    log(f"train: done, {info['epochs']} epochs, best val AP50 {info['best_val_ap50']}, "
-        f"model in {out_dir / 'model.pt'}")
-    return info
+    net.load_state_dict(training.best_weights(fitted, "net."))
+    size = int(params["detection"]["model"]["image_size"])
+    return training.publish(
+        params, STUDY, run, fitted, history=pd.DataFrame(lit.history),
+        save_model=lambda path: save_model(path, net, category_ids=cat_ids, category_names=cat_names, image_size=size),
+        info={"categories": dict(zip(cat_ids, cat_names))})

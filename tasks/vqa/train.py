@@ -7,7 +7,7 @@ Writes ``<train.out_dir>/``: model.pt, history.csv, run.json (atomically, as one
 """
 from __future__ import annotations
 
-from tasks.core import MokuflowError, atomic_dir, log, resolve, write_csv, write_json
+from tasks.core import MokuflowError, log, resolve
 from tasks.vqa.data import frames_cfg, scores_csv, split_items, videos_csv
 from tasks.vqa.study import STUDY
 
@@ -75,25 +75,15 @@ def run(params: dict, **kwargs) -> dict:
 
 
 def _finish(params, run, fitted, lit, frames_cfg: dict, stats: dict) -> dict:
-    """Write model.pt (best val checkpoint) + history.csv + run.json; mark the run folder COMPLETED."""
+    """model.pt (best val checkpoint) + history.csv + run.json (the core's publish)."""
     import pandas as pd
-    import torch
 
     from models.vqa.inference import save_model
     from models.vqa.stdam import STDAM
     from tasks.core import training
 
-    ckpt = torch.load(fitted.best_path, map_location="cpu", weights_only=False)
     model = STDAM(**dict(lit.hparams.model_kwargs, pretrained=None))
-    model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    model.load_state_dict(training.best_weights(fitted, "model."))
     history = pd.DataFrame(lit.history, columns=["epoch", "train_loss", "val_loss", "val_srcc", "val_pearson"])
-    info = training.finish(params, STUDY, run, fitted, {"epochs": int(len(history))})
-    out_dir = resolve(params, params["vqa"]["train"]["out_dir"])
-    with atomic_dir(out_dir) as tmp:
-        save_model(tmp / "model.pt", model, frames_cfg, stats)
-        write_csv(tmp / "history.csv", history)
-        write_json(tmp / "run.json", info)
-    training.mark_completed(run, info, out_dir)
-    log(f"train: done, {info['epochs']} epochs, best val SRCC {info['best_val_srcc']}, "
-        f"model in {out_dir / 'model.pt'}")
-    return info
+    return training.publish(params, STUDY, run, fitted, history=history, info={},
+                            save_model=lambda path: save_model(path, model, frames_cfg, stats))
