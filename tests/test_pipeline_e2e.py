@@ -190,12 +190,17 @@ def test_served_deployments_run_and_retrain_is_scheduled(tmp_path):
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        from tasks.core.study import studies
+
+        declared = yaml.safe_load(params_file.read_text())
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
             with get_client(sync_client=True) as client:
-                retrain = client.read_deployment_by_name("vqa-pipeline/vqa-retrain")
-        crons = [s.schedule.cron for s in retrain.schedules]
-        assert crons == [yaml.safe_load(params_file.read_text())["vqa"]["schedule"]["retrain_cron"]]
-        assert retrain.parameters["acquire"] is False
+                for name in studies():  # every declared study: on demand + scheduled retrain
+                    client.read_deployment_by_name(f"{name}-pipeline/{name}")
+                    retrain = client.read_deployment_by_name(f"{name}-pipeline/{name}-retrain")
+                    crons = [s.schedule.cron for s in retrain.schedules]
+                    assert crons == [declared[name]["schedule"]["retrain_cron"]]
+                    assert retrain.parameters["acquire"] is False
 
         run = sh(prefect, "deployment", "run", "vqa-pipeline/vqa", "--watch", timeout=600)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

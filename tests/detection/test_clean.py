@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tasks.core import MokuflowError
 from tasks.detection import clean, synthetic
@@ -202,19 +204,8 @@ def test_stage_default_layout(raw, tmp_path):
     assert not list(out.rglob("*.jpg"))  # images stay in raw_dir
 
 
-def _cli(annotations: Path, out: Path):
-    """Exit code of `mokuflow detection clean --annotations A --out O` (the repo's params.yaml), or None
-    while the CLI does not know the detection study (tasks/detection/study.py not declared yet)."""
-    try:
-        from tasks.core.study import studies
-
-        known = "detection" in studies()
-    except ImportError:
-        import tasks
-
-        known = "detection" in getattr(tasks, "STUDIES", {})
-    if not known:
-        return None
+def _cli(annotations: Path, out: Path) -> int:
+    """Exit code of `mokuflow detection clean --annotations A --out O` (the repo's params.yaml)."""
     from tasks.cli import main
 
     return main(["detection", "clean", "--params", str(REPO / "params.yaml"), "--annotations", str(annotations),
@@ -240,11 +231,7 @@ def test_bad_input_is_one_line_naming_the_file_and_keeps_output(raw, tmp_path, c
     bad.write_bytes(text if isinstance(text, bytes) else text.encode())
     out = tmp_path / "out"
     good = raw / "annotations" / "instances_val.json"
-    rc = _cli(good, out)
-    if rc is None:  # the CLI does not list the detection study yet: the stage function itself
-        clean.run(_params(tmp_path, raw), annotations=str(good), out=str(out))
-    else:
-        assert rc == 0
+    assert _cli(good, out) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(before) == {"instances.json", "cleanup.json", ".mokuflow-owned"}
     assert set(json.loads(before["cleanup.json"])) == {"kept", "dropped", "fixed"}
@@ -252,16 +239,11 @@ def test_bad_input_is_one_line_naming_the_file_and_keeps_output(raw, tmp_path, c
         clean.clean_file(bad, out)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     capsys.readouterr()
-    rc = _cli(bad, out)
-    if rc is not None:
-        assert rc == 2
-        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(lines) == 1 and str(bad) in lines[0] and "error" in lines[0], lines
+    assert _cli(bad, out) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(bad) in lines[0] and "error" in lines[0], lines
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
-    if rc is None:
-        pytest.skip("the CLI does not know the detection study yet (no tasks/detection/study.py): "
-                    "checked clean.run / clean_file only")
 
 
 def test_annotations_without_out_and_missing_raw_are_errors(tmp_path):
@@ -293,3 +275,43 @@ def test_nan_box_survives_loading(tmp_path):
     coco = load_coco(path)
     assert math.isnan(coco["annotations"][0]["bbox"][2])
     assert clean_coco(coco)[1]["dropped"]["degenerate"] == 1
+
+
+# ------------------------------------------------------------------------- random malformed files
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_malformed_coco_is_cleaned_or_refused_in_one_line(tmp_path_factory, data, capsys):
+    """Whatever a labelling tool or a hostile file holds: exit 0 with a valid COCO output, or exit 2
+    with one line naming the file and the previous output intact. Never anything else."""
+    from tasks.detection.coco import load_coco
+
+    root = tmp_path_factory.mktemp("fuzz")
+    good = root / "good.json"
+    good.write_text(json.dumps(_coco([(1, 1, 1, [1, 2, 3, 4]), (2, 1, 1, [2, 2, 3, 4])])))
+    out = root / "out"
+    assert _cli(good, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True),
+                       st.text(max_size=4))
+    bbox = st.one_of(st.lists(st.one_of(st.integers(-50, 300), st.floats(-50, 300)), min_size=0, max_size=5), scalar)
+    ann = st.fixed_dictionaries({"id": st.one_of(st.integers(0, 6), scalar), "image_id": st.one_of(st.integers(0, 3), scalar),
+                                 "category_id": st.one_of(st.integers(0, 3), scalar), "bbox": bbox})
+    doc = data.draw(st.one_of(
+        st.fixed_dictionaries({"images": st.just([{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]),
+                               "categories": st.just([{"id": 1, "name": "x"}]),
+                               "annotations": st.lists(ann, max_size=6)}),
+        st.dictionaries(st.sampled_from(["images", "annotations", "categories", "info"]), scalar, max_size=3),
+        st.lists(scalar, max_size=3), scalar))
+    bad = root / "bad.json"
+    bad.write_text(json.dumps(doc, allow_nan=True))
+    rc = _cli(bad, out)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("[mokuflow]")]
+    if rc == 0:
+        clean_doc = load_coco(out / "instances.json")  # valid COCO, by the same validator
+        assert all(a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in clean_doc["annotations"])
+    else:
+        assert rc == 2 and len(err) == 1 and str(bad) in err[0], err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
