@@ -63,6 +63,8 @@ def test_evaluate_scores_every_variant_with_intervals(project):
         dets = json.loads((out / "detections" / f"{v}.json").read_text())
         assert cocoeval.score(load_split(params, "test"), dets)["AP"] == pytest.approx(ap["value"], abs=1e-12)
     assert set(m["iou_calibration"]) == {"direct", "decoupled", "dir"}  # "none" predicts no IoU
+    for cal in m["iou_calibration"].values():  # matched (IoU >= 0.5) detections are among the overlapping
+        assert cal["n"] <= cal["n_overlapping"]
     assert set(m["gain"]) == {"dir-none", "dir-direct", "dir-decoupled"}
     g = m["gain"]["dir-none"]["AP"]
     assert g["value"] == pytest.approx(m["dir"]["AP"]["value"] - m["none"]["AP"]["value"])
