@@ -46,7 +46,8 @@ def run(params: dict, **kwargs) -> dict:
     for v in dets:
         m = metrics[v]
         log(f"{v:>9}: AP {_ci(m['AP'])}  AP50 {m['AP50']['value']:.3f}  AP75 {_ci(m['AP75'])}"
-            + (f"  IoU pearson {metrics['iou_calibration'][v]['pearson']:.3f}" if v in metrics["iou_calibration"] else ""))
+            + (f"  IoU pearson {metrics['iou_calibration'][v]['pearson'] or float('nan'):.3f}"
+               if v in metrics["iou_calibration"] else ""))
     return {"metrics": str(metrics_file), "n_test": len(test_items), "mlflow_run_id": run_id,
             **{f"{v}_AP": metrics[v]["AP"]["value"] for v in dets}}
 
@@ -141,17 +142,21 @@ def true_ious(gt: dict, image_ids: list[int], per_image: list[dict]) -> list:
 
 
 def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> dict:
-    """Pearson / Spearman of predicted vs true IoU over detections that overlap a box of their class."""
+    """Pearson / Spearman of predicted vs true IoU: over detections that match a box of their class
+    (true IoU >= 0.5, the range the IoU heads are trained on) and over all that overlap one."""
     import numpy as np
     from scipy import stats
 
     truth = np.concatenate(true_ious(gt, image_ids, per_image)) if per_image else np.zeros(0)
     pred = np.concatenate([d["iou"] for d in per_image]) if per_image else np.zeros(0)
-    ok = (truth > 0) & np.isfinite(pred)
-    if ok.sum() < 3 or np.ptp(pred[ok]) == 0 or np.ptp(truth[ok]) == 0:
-        return {"pearson": None, "spearman": None, "n": int(ok.sum())}
-    return {"pearson": float(stats.pearsonr(pred[ok], truth[ok])[0]),
-            "spearman": float(stats.spearmanr(pred[ok], truth[ok])[0]), "n": int(ok.sum())}
+    out = {}
+    for key, lo in (("", 0.5), ("_overlapping", 1e-12)):
+        ok = (truth >= lo) & np.isfinite(pred)
+        defined = ok.sum() >= 3 and np.ptp(pred[ok]) > 0 and np.ptp(truth[ok]) > 0
+        out |= {f"pearson{key}": float(stats.pearsonr(pred[ok], truth[ok])[0]) if defined else None,
+                f"spearman{key}": float(stats.spearmanr(pred[ok], truth[ok])[0]) if defined else None,
+                f"n{key}": int(ok.sum())}
+    return out
 
 
 def _log_to_mlflow(params: dict, run_id: str, metrics: dict, out_dir: Path) -> None:

@@ -110,9 +110,10 @@ def _iou_png(gt: dict, results: dict, metrics: dict) -> bytes:
         ok = truth > 0
         ax.scatter(truth[ok], pred[ok], s=4, alpha=0.3)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.axvline(0.5, color="grey", lw=0.6, ls=":")  # the heads are trained on IoU >= 0.5
         r = cal[v].get("pearson")
         ax.set(xlabel="true IoU", ylabel="predicted IoU", xlim=(0, 1), ylim=(0, 1),
-               title=f"{v}: Pearson {r:.2f}" if r is not None else v)
+               title=f"{v}: Pearson {r:.2f} (IoU >= 0.5)" if r is not None else v)
     return core_report.png(fig)
 
 
