@@ -211,7 +211,7 @@ def test_served_deployments_run_and_retrain_is_scheduled(tmp_path):
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "Completed" in run.stdout
         mlflow, client = _mlflow(params_file)
-        assert client.get_model_version_by_alias("detection", "champion").version == "1"
+        assert int(client.get_model_version_by_alias("detection", "champion").version) == 1
         images = [str(p) for p in sorted((tmp_path / "data/detection/raw/images").glob("*.jpg"))[:2]]
         out = mlflow.pyfunc.load_model("models:/detection@champion").predict(pd.DataFrame({"image_path": images}))
         assert out["error"].isna().all() and set(out["image_path"]) <= set(images)
