@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.core import MokuflowError
@@ -52,6 +53,22 @@ def _describe(v) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _records(obj: dict, key: str, label: str, where) -> Iterator[tuple[int, dict, str]]:
+    """(index, record, "<where>: <label> <id>") for each record of ``obj[key]``, after checking it is
+    an object with an integer id that no earlier record has."""
+    seen: set = set()
+    for i, rec in enumerate(obj[key]):
+        if not isinstance(rec, dict):
+            raise MokuflowError(f"{where}: {key}[{i}] must be an object, got {_describe(rec)}")
+        if not _is_int(rec.get("id")):
+            raise MokuflowError(f"{where}: {key}[{i}]: id must be an integer, got {_describe(rec.get('id'))}")
+        tag = f"{where}: {label} {rec['id']}"
+        if rec["id"] in seen:
+            raise MokuflowError(f"{tag}: id appears more than once in {key!r}")
+        seen.add(rec["id"])
+        yield i, rec, tag
+
+
 def validate_coco(obj, where: str | os.PathLike = "COCO data") -> dict:
     """Check that ``obj`` is a COCO instances dict; raise ``MokuflowError("<where>: ...")`` if not.
 
@@ -70,45 +87,17 @@ def validate_coco(obj, where: str | os.PathLike = "COCO data") -> dict:
         if not isinstance(obj[key], list):
             raise MokuflowError(f"{bad}: {key!r} must be a list, got a JSON {type(obj[key]).__name__}")
 
-    seen: set = set()
-    for i, im in enumerate(obj["images"]):
-        if not isinstance(im, dict):
-            raise MokuflowError(f"{where}: images[{i}] must be an object, got {_describe(im)}")
-        if not _is_int(im.get("id")):
-            raise MokuflowError(f"{where}: images[{i}]: id must be an integer, got {_describe(im.get('id'))}")
-        tag = f"{where}: image {im['id']}"
-        if im["id"] in seen:
-            raise MokuflowError(f"{tag}: id appears more than once in 'images'")
-        seen.add(im["id"])
+    for _, im, tag in _records(obj, "images", "image", where):
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             raise MokuflowError(f"{tag}: file_name must be a non-empty string, got {_describe(im.get('file_name'))}")
         for k in ("width", "height"):
             v = im.get(k)
             if not _is_num(v) or not math.isfinite(v) or v <= 0:
                 raise MokuflowError(f"{tag}: {k} must be a positive number, got {_describe(v)}")
-
-    seen = set()
-    for i, c in enumerate(obj["categories"]):
-        if not isinstance(c, dict):
-            raise MokuflowError(f"{where}: categories[{i}] must be an object, got {_describe(c)}")
-        if not _is_int(c.get("id")):
-            raise MokuflowError(f"{where}: categories[{i}]: id must be an integer, got {_describe(c.get('id'))}")
-        if c["id"] in seen:
-            raise MokuflowError(f"{where}: category {c['id']}: id appears more than once in 'categories'")
-        seen.add(c["id"])
+    for _, c, tag in _records(obj, "categories", "category", where):
         if not isinstance(c.get("name"), str):
-            raise MokuflowError(f"{where}: category {c['id']}: name must be a string, got {_describe(c.get('name'))}")
-
-    seen = set()
-    for i, a in enumerate(obj["annotations"]):
-        if not isinstance(a, dict):
-            raise MokuflowError(f"{where}: annotations[{i}] must be an object, got {_describe(a)}")
-        if not _is_int(a.get("id")):
-            raise MokuflowError(f"{where}: annotations[{i}]: id must be an integer, got {_describe(a.get('id'))}")
-        tag = f"{where}: annotation {a['id']}"
-        if a["id"] in seen:
-            raise MokuflowError(f"{tag}: id appears more than once in 'annotations'")
-        seen.add(a["id"])
+            raise MokuflowError(f"{tag}: name must be a string, got {_describe(c.get('name'))}")
+    for _, a, tag in _records(obj, "annotations", "annotation", where):
         for k in ("image_id", "category_id"):
             if not _is_int(a.get(k)):
                 raise MokuflowError(f"{tag}: {k} must be an integer, got {_describe(a.get(k))}")
