@@ -106,3 +106,17 @@ def test_tracking_uri_is_absolute_whatever_the_cwd(tmp_path):
                             ("http://mlflow:5000", "http://mlflow:5000")]:
         p["mlflow"]["tracking_uri"] = given
         assert tracking_uri(p) == expected, given
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path):
+    from tasks.core import read_json
+
+    for name, data, needle in (("bin.json", b"\xff\xfe\x00", "not UTF-8"), ("bad.json", b"{", "not JSON")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(MokuflowError, match=needle) as e:
+            read_json(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(MokuflowError, match="not a file"):
+        read_json(tmp_path)
+    with pytest.raises(MokuflowError, match="not found .has the stage"):
+        read_json(tmp_path / "missing.json")

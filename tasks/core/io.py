@@ -38,15 +38,20 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, *, missing: str = "has the stage that writes it run?") -> Any:
+    """The JSON value in ``path``; a missing file, a folder, non-UTF-8 or invalid JSON is one
+    MokuflowError line naming the file (``missing`` is the hint for a missing file)."""
     p = Path(path)
+    if not p.exists():
+        raise MokuflowError(f"{p}: not found" + (f" ({missing})" if missing else ""))
     if not p.is_file():
-        raise MokuflowError(f"{p}: not found (has the stage that writes it run?)")
+        raise MokuflowError(f"{p}: not a file")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MokuflowError(f"{p}: not JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as e:
-        raise MokuflowError(f"{p}: not valid JSON: {e}") from None
-
+        raise MokuflowError(f"{p}: not JSON: {e}") from None
 
 
 def file_hash(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 20) -> str:

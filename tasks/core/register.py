@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from tasks.core import MokuflowError, log, resolve, write_json
+from tasks.core import MokuflowError, log, resolve, tracking, write_json
 from tasks.core.study import Study
 
 CHAMPION = "champion"
@@ -85,7 +85,7 @@ def register(params: dict, study: Study, *, model_file, score: Callable[[str], f
         mlflow.set_tags({"register_decision": decision["decision"], "register_model_name": name,
                          "registered_version": str(mv.version), "champion_version": str(champion),
                          "previous_champion_version": str(previous or "none")})
-        mlflow.log_metrics(finite({f"challenger_{metric}": new, f"champion_{metric}": old}))
+        mlflow.log_metrics(tracking.finite({f"challenger_{metric}": new, f"champion_{metric}": old}))
         out = resolve(params, cfg["out_dir"]) / "decision.json"
         write_json(out, decision)
         mlflow.log_artifact(str(out), artifact_path="register")
@@ -105,12 +105,6 @@ def decide(new: float, old: float | None, *, metric: str, higher_is_better: bool
     verdict = "beats" if gain > min_improvement else "does not beat"
     return gain > min_improvement, (f"challenger {metric} {new:.4f} {verdict} champion {old:.4f} "
                                     f"by more than {min_improvement:g} (gain {gain:+.4f})")
-
-
-def finite(metrics: dict) -> dict[str, float]:
-    """The entries MLflow can store: numbers that are not None / NaN / inf."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def alias_version(client, name: str, alias: str) -> str | None:

@@ -7,6 +7,8 @@ mlflow is imported inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import subprocess
 from collections.abc import Iterator
@@ -76,6 +78,12 @@ def run_tags(params: dict, study: str, data_version: str | None = None) -> dict[
         "git_dirty": str(dirty).lower(),
         "mlflow.source.git.commit": sha,
     }
+
+
+def finite(metrics: dict) -> dict[str, float]:
+    """The entries MLflow can store as metrics: numbers that are not None / NaN / inf (or bools)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def loggable_params(params: dict, study: str) -> dict[str, str]:

@@ -24,20 +24,9 @@ FIX_REASONS = ("clipped",)
 
 def load_coco(path: str | os.PathLike) -> dict:
     """The COCO instances dict in ``path``, its structure checked; one-line MokuflowError otherwise."""
-    p = Path(path)
-    if not p.exists():
-        raise MokuflowError(f"{p}: not found")
-    if not p.is_file():
-        raise MokuflowError(f"{p}: not a file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise MokuflowError(f"{p}: not JSON (not UTF-8 text)") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MokuflowError(f"{p}: not JSON: {e}") from None
-    return validate_coco(obj, p)
+    from tasks.core import read_json
+
+    return validate_coco(read_json(path, missing=""), Path(path))
 
 
 def _is_int(v) -> bool:

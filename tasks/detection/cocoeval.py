@@ -56,16 +56,11 @@ def load_dt(dt, gt: dict, gt_where: str = "ground truth") -> tuple[list, str]:
         where = "detections"
         dets = [{k: _plain(v) for k, v in d.items()} if isinstance(d, dict) else d for d in dt]
     else:
+        from tasks.core import read_json
+
         p = Path(dt)
         where = str(p)
-        if not p.is_file():
-            raise MokuflowError(f"{p}: not found" if not p.exists() else f"{p}: not a file")
-        try:
-            dets = json.loads(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise MokuflowError(f"{p}: not JSON (not UTF-8 text)") from None
-        except json.JSONDecodeError as e:
-            raise MokuflowError(f"{p}: not JSON: {e}") from None
+        dets = read_json(p, missing="")
         if not isinstance(dets, list):
             hint = " (a COCO instances file? detections are a list)" if isinstance(dets, dict) else ""
             raise MokuflowError(f"{p}: not a COCO detection results file: expected a JSON list of "

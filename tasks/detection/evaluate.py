@@ -160,8 +160,7 @@ def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> di
 
 
 def _log_to_mlflow(params: dict, run_id: str, metrics: dict, out_dir: Path) -> None:
-    from tasks.core.register import finite
-    from tasks.core.tracking import resume_run
+    from tasks.core.tracking import finite, resume_run
 
     flat = {}
     for variant in (v for v in metrics if isinstance(metrics[v], dict) and "AP" in metrics[v]):

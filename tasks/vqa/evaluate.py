@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.core import MokuflowError, log, resolve, write_csv, write_json
+from tasks.core.tracking import finite
 from tasks.vqa.data import clip_features, load_baseline, test_items
 
 MODELS = ("stdam", "baseline")
@@ -94,7 +95,7 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
                 if v[side] is not None:
                     out[f"{prefix}{m}_{side}"] = v[side]
     out["test_n"] = metrics["n_test"]
-    return {k: float(v) for k, v in out.items() if v is not None and v == v}  # MLflow rejects NaN
+    return finite(out)  # MLflow rejects NaN
 
 
 def log_to_mlflow(params: dict, run_id: str, metrics: dict, files: list[Path]) -> None:
