@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from gpu_train_vqa import StepTimer  # noqa: E402
+from gpu_train_vqa import StepTimer, emit  # noqa: E402
 
 from models.detection.detector import Detector  # noqa: E402
 from models.detection.inference import predict_images  # noqa: E402
@@ -87,12 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "inference_images_per_s_all_variants": len(paths) / infer_s,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -137,11 +137,16 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "frame_cache_fill_s": cache_s, "fit_s": fit_s,
     }
+    return emit(result, args.out)
+
+
+def emit(result: dict, out: str | None) -> dict:
+    """Print the result as JSON and, when ``out`` is given, write it there too."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
     return result
 
 
