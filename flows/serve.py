@@ -36,24 +36,29 @@ def deployment_names() -> list[str]:
             for name in (study, f"{study}-retrain")]
 
 
-def build_deployments(params: dict) -> list:
-    from prefect.deployments.runner import EntrypointType
+def deployment_specs(params: dict):
+    """(study, flow, deployment settings) for each study's two deployments: on demand, and the
+    scheduled retrain on the current data. One definition for `make serve` and for work pools."""
     from prefect.schedules import Cron
 
-    deployments = []
     for study, flow in flows_by_study().items():
         sched = params[study]["schedule"]
         base = {"params_path": params["_file"]}
-        # by module path, so the runner imports the installed package whatever its working directory
-        common = {"entrypoint_type": EntrypointType.MODULE_PATH}
-        deployments.append(flow.to_deployment(
-            name=study, parameters=base, tags=[study, "mokuflow"], **common,
-            description=f"The whole {study} pipeline on demand: acquire, clean, train, evaluate, report, register."))
-        deployments.append(flow.to_deployment(
-            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"], **common,
+        yield study, flow, dict(
+            name=study, parameters=base, tags=[study, "mokuflow"],
+            description=f"The whole {study} pipeline on demand: acquire, clean, train, evaluate, report, register.")
+        yield study, flow, dict(
+            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"],
             schedules=[Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")],
-            description=f"Scheduled retraining of {study} on the current data (no new acquisition)."))
-    return deployments
+            description=f"Scheduled retraining of {study} on the current data (no new acquisition).")
+
+
+def build_deployments(params: dict) -> list:
+    from prefect.deployments.runner import EntrypointType
+
+    # by module path, so the runner imports the installed package whatever its working directory
+    return [flow.to_deployment(entrypoint_type=EntrypointType.MODULE_PATH, **spec)
+            for _, flow, spec in deployment_specs(params)]
 
 
 def deploy_to_pool(params: dict, pool: str, pool_type: str = "process") -> list[str]:
@@ -62,7 +67,6 @@ def deploy_to_pool(params: dict, pool: str, pool_type: str = "process") -> list[
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.schedules import Cron
 
     with get_client(sync_client=True) as client:
         try:
@@ -71,18 +75,11 @@ def deploy_to_pool(params: dict, pool: str, pool_type: str = "process") -> list[
             pass
     source = str(Path(__file__).resolve().parents[1])
     names = []
-    for study in flows_by_study():
+    for study, _, spec in deployment_specs(params):
         remote = flow.from_source(source=source, entrypoint=f"flows/pipeline.py:{study}_pipeline")
-        sched = params[study]["schedule"]
-        base = {"params_path": params["_file"]}
-        for name, extra, schedules in (
-                (study, {}, None),
-                (f"{study}-retrain", {"acquire": False},
-                 [Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")])):
-            remote.deploy(name=name, work_pool_name=pool, parameters={**base, **extra}, schedules=schedules,
-                          tags=[study, "mokuflow"], build=False, push=False, print_next_steps=False,
-                          ignore_warnings=True)
-            names.append(f"{study}-pipeline/{name}")
+        remote.deploy(work_pool_name=pool, build=False, push=False, print_next_steps=False, ignore_warnings=True,
+                      **spec)
+        names.append(f"{study}-pipeline/{spec['name']}")
     print(f"deployed to work pool {pool!r}: " + ", ".join(names))
     return names
 
