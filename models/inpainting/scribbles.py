@@ -193,10 +193,13 @@ def rasterize(strokes: Iterable[Stroke], *, height: int, width: int,
 
     out = np.full((height, width), UNLABELLED, dtype=np.int16)
     px = thickness_px(height, width, thickness)
+    # OpenCV draws a thick line with discs of radius (t + 1) // 2, i.e. 2 * ((t + 1) // 2) + 1 px wide:
+    # t = px - 1 makes the drawn width px (odd px) or px + 1 (even px)
+    px = max(1, px - 1)
     for s in strokes:
         pts = to_pixels(s.path, height=height, width=width)
         if len(pts) == 1:  # a click: polylines draws nothing for a single point
-            cv2.circle(out, tuple(int(v) for v in pts[0]), max(px // 2, 0), int(s.object_id), -1)
+            cv2.circle(out, tuple(int(v) for v in pts[0]), (px + 1) // 2, int(s.object_id), -1)
         else:
             cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, int(s.object_id), px, lineType=cv2.LINE_8)
     return out
