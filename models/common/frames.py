@@ -139,7 +139,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise FrameReadError(p, "image not found")
-    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    # frames as stored: an EXIF rotation would disagree with the header sizes and with video frames
+    bgr = cv2.imread(str(p), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.size == 0:
         raise FrameReadError(p, "not a readable image (could not be decoded)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -68,6 +68,17 @@ def test_folder_any_case_sorted_by_name(tmp_path):
     assert r.names == ["a", "b", "c"] and len(r) == 3 and r.size == (10, 12)
 
 
+def test_exif_rotation_ignored(tmp_path):
+    """A camera JPEG tagged 'rotate 90°' is read as stored, the size its header (and its neighbours) give."""
+    image = pytest.importorskip("PIL.Image")
+    exif = image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    for name in ("a.jpg", "b.jpg"):
+        image.fromarray(noise(8, 12)).save(tmp_path / name, exif=exif)
+    r = FolderFrames(tmp_path)
+    assert r.size == (8, 12) and [f.image.shape for f in r] == [(8, 12, 3)] * 2
+
+
 def test_image_size_from_headers(tmp_path, bmx):
     assert image_size(bmx / "00000.jpg") == (240, 432)
     write_png(tmp_path / "x.png", noise(7, 9))
