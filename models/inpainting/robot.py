@@ -25,8 +25,7 @@ class Robot:
     """``min_area``: error regions smaller than this share of the frame are not worth a stroke
     (a user would not correct a few pixels of boundary noise); ``void_label`` pixels are never errors."""
 
-    def __init__(self, *, seed: int = 0, min_area: float = 0.0, void_label: int | None = 255,
-):
+    def __init__(self, *, seed: int = 0, min_area: float = 0.0, void_label: int | None = 255):
         if not 0.0 <= min_area < 1.0:
             raise ValueError(f"min_area is a share of the frame in [0, 1), got {min_area}")
         self.seed, self.min_area, self.void_label = seed, min_area, void_label
@@ -79,7 +78,7 @@ class Robot:
 
     def correct(self, preds, gts, *, sequence: str = "") -> dict | None:
         """A corrective stroke on the worst frame, along its largest error region's skeleton; None
-        when no frame has an error region worth a stroke (the prediction is right)."""
+        when that frame has no error region worth a stroke (``min_area``): the prediction is right."""
         preds, gts = _stack(preds), _stack(gts)
         if preds.shape != gts.shape:
             raise ValueError(f"predictions are {preds.shape}, annotations {gts.shape}")
