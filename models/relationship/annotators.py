@@ -19,8 +19,9 @@ accuracy on the diagonal, errors spread evenly): where an annotator has few labe
 they are assumed to be as good there as they are overall; where they have many, their labels
 decide. Measured (tests, benchmarks/label_aggregation.py): on simulated crowds of careful, lazy
 and spamming annotators this adds 2-5 points of accuracy over unsmoothed DS (a prior shrinking to
-the pooled crowd matrix, or a uniform one, adds less); on the five real crowds the accuracies are
-crowd-kit's within a point or two.
+the pooled crowd matrix, or a uniform one, adds less); on the five real crowds the accuracy is
+crowd-kit's within 0.01 on four, and 0.751 vs 0.766 on adult_content2 (5 of its 333 gold items;
+crowd-kit stops there after 2 iterations, at its majority vote; unsmoothed, ours reaches 0.763).
 
 Why it is fast: labels are kept in long form (item, annotator, class); the E-step is one sparse
 (items x labels) product with the per-label log-probabilities, the M-step one sparse
@@ -36,7 +37,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.special import logsumexp
 
 SMOOTHING = 2.0  # pseudo-labels per confusion row, spread like the annotator's one-coin model
 
@@ -68,6 +68,7 @@ class _Labels:
     item: np.ndarray       # [n]
     annotator: np.ndarray  # [n]
     given: np.ndarray      # [n] class index
+    cell: np.ndarray       # [n] annotator * K + given: the label's row of a flattened confusion
     items: np.ndarray
     annotators: np.ndarray
     classes: np.ndarray
@@ -102,8 +103,9 @@ def _encode(items, annotators, labels, classes) -> _Labels:
                               f"{np.unique(labels[~known])[:5].tolist()}")
     item_ids, item = np.unique(items, return_inverse=True)
     annotator_ids, annotator = np.unique(annotators, return_inverse=True)
-    return _Labels(item=item, annotator=annotator, given=order[pos], items=item_ids,
-                   annotators=annotator_ids, classes=classes)
+    given = order[pos]
+    return _Labels(item=item, annotator=annotator, given=given, cell=annotator * len(classes) + given,
+                   items=item_ids, annotators=annotator_ids, classes=classes)
 
 
 def _incidence(rows: np.ndarray, n_rows: int) -> sparse.csr_matrix:
@@ -145,11 +147,14 @@ def _one_coin(counts: np.ndarray) -> np.ndarray:
 
 def _e_step(d: _Labels, by_item: sparse.csr_matrix, prior, confusion):
     """Posterior per item and the log-likelihood of all labels."""
-    log_conf = np.log(np.maximum(confusion, 1e-300))
-    per_label = log_conf[d.annotator, :, d.given]  # [n, K]: log P(label | true = k)
-    joint = np.log(prior)[None, :] + np.asarray(by_item @ per_label)
-    norm = logsumexp(joint, axis=1)
-    return np.exp(joint - norm[:, None]), float(norm.sum())
+    _, J, K = d.shape
+    # rows (annotator, given class) x columns true class: one row gather per label
+    log_conf = np.log(np.maximum(confusion, 1e-300)).transpose(0, 2, 1).reshape(J * K, K)
+    joint = np.log(prior)[None, :] + np.asarray(by_item @ log_conf[d.cell])  # [I, K]
+    top = joint.max(axis=1, keepdims=True)
+    weights = np.exp(joint - top)
+    total = weights.sum(axis=1, keepdims=True)
+    return weights / total, float((top + np.log(total)).sum())
 
 
 # ------------------------------------------------------------------------------------------ API
@@ -170,7 +175,7 @@ def aggregate(items: Sequence, annotators: Sequence, labels: Sequence, classes: 
     d = _encode(items, annotators, labels, classes)
     I, J, K = d.shape
     by_item = _incidence(d.item, I)
-    by_cell = _incidence(d.annotator * K + d.given, J * K)
+    by_cell = _incidence(d.cell, J * K)
     posterior = _vote_shares(d)
     prev, converged, n_iter = -np.inf, False, 0
     while n_iter < max_iter and not converged:
@@ -189,7 +194,7 @@ def majority_vote(items: Sequence, annotators: Sequence, labels: Sequence,
     d = _encode(items, annotators, labels, classes)
     _, J, K = d.shape
     posterior = _vote_shares(d)
-    prior, confusion = _m_step(d, _incidence(d.annotator * K + d.given, J * K), posterior, 0.0)
+    prior, confusion = _m_step(d, _incidence(d.cell, J * K), posterior, 0.0)
     return _result(d, posterior, prior, confusion, n_iter=0, converged=True, log_likelihood=float("nan"))
 
 
