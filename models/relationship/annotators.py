@@ -136,10 +136,12 @@ def _m_step(d: _Labels, by_cell: sparse.csr_matrix, posterior: np.ndarray, smoot
 
 
 def _one_coin(counts: np.ndarray) -> np.ndarray:
-    """[J, K, K] each annotator's one-coin confusion: their overall accuracy on the diagonal (a
-    Laplace estimate from all their labels), the errors spread evenly over the other classes."""
+    """[J, K, K] each annotator's one-coin confusion: their overall accuracy on the diagonal, the
+    errors spread evenly over the other classes. The accuracy is (right + 1) / (labels + K): chance
+    (1 / K) for an annotator with no labels, so one who gave a label or two, maybe a spammer, is
+    not trusted as if they were good."""
     K = counts.shape[1]
-    acc = (np.einsum("jkk->j", counts) + 1.0) / (counts.sum(axis=(1, 2)) + 2.0)
+    acc = (np.einsum("jkk->j", counts) + 1.0) / (counts.sum(axis=(1, 2)) + K)
     base = np.repeat(((1.0 - acc) / (K - 1))[:, None, None], K, axis=1).repeat(K, axis=2)
     base[:, np.arange(K), np.arange(K)] = acc[:, None]
     return base
