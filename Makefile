@@ -61,7 +61,7 @@ stop:
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "$$($(PY) -m tasks.core.tracking)" --host 127.0.0.1 --port 5000
 
-## bench: the CPU benchmarks in benchmarks/ (numbers go to benchmarks/results/)
+## bench: every CPU benchmark in benchmarks/ (numbers go to benchmarks/results/); gpu_* need a GPU
+BENCHES = $(filter-out benchmarks/gpu_%,$(sort $(wildcard benchmarks/*.py)))
 bench: setup
-	$(PY) benchmarks/subject_model_vs_sureal.py
-	$(PY) benchmarks/frame_loading.py
+	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b || exit $$?; done

@@ -6,7 +6,8 @@
     python -m flows.serve deploy --pool gpu   # the same deployments on a work pool (scale out)
 
 Deployments, per study: ``<study>-pipeline/<study>`` (on demand) and ``<study>-pipeline/<study>-retrain``
-(cron from params.yaml ``<study>.schedule``; retrains on the current data). To scale out, ``deploy``
+(cron from params.yaml ``<study>.schedule``; re-reads the data source and re-runs clean ... register
+only when the data changed). To scale out, ``deploy``
 puts the same deployments on a Prefect work pool (created as a ``process`` pool if missing); then
 ``prefect worker start --pool NAME`` on each machine runs them (README, "Scale out").
 """
@@ -38,7 +39,8 @@ def deployment_names() -> list[str]:
 
 def deployment_specs(params: dict):
     """(study, flow, deployment settings) for each study's two deployments: on demand, and the
-    scheduled retrain on the current data. One definition for `make serve` and for work pools."""
+    scheduled retrain that picks up new data at the source. One definition for `make serve` and for
+    work pools."""
     from prefect.schedules import Cron
 
     for study, flow in flows_by_study().items():
@@ -46,11 +48,13 @@ def deployment_specs(params: dict):
         base = {"params_path": params["_file"]}
         yield study, flow, dict(
             name=study, parameters=base, tags=[study, "mokuflow"],
-            description=f"The whole {study} pipeline on demand: acquire, clean, train, evaluate, report, register.")
+            description=f"The {study} pipeline on demand, stage by stage through DVC (up-to-date stages are skipped; "
+                        "force=true re-runs all; overrides become a DVC experiment).")
         yield study, flow, dict(
-            name=f"{study}-retrain", parameters={**base, "acquire": False}, tags=[study, "mokuflow", "retrain"],
+            name=f"{study}-retrain", parameters={**base, "refresh_source": True}, tags=[study, "mokuflow", "retrain"],
             schedules=[Cron(sched["retrain_cron"], timezone=sched.get("timezone") or "UTC")],
-            description=f"Scheduled retraining of {study} on the current data (no new acquisition).")
+            description=f"Scheduled retraining of {study}: re-reads the data source; clean ... register re-run "
+                        "only if the data changed (or force=true).")
 
 
 def build_deployments(params: dict) -> list:

@@ -329,7 +329,7 @@ def test_help_of_every_study_and_stage_exits_0(capsys):
     calls = [["--help"]]
     for name, study in studies().items():
         calls.append([name, "--help"])
-        calls += [[name, stage, "--help"] for stage in study.stages]
+        calls += [[name, stage, "--help"] for stage in study.commands]
     for argv in calls:
         with pytest.raises(SystemExit) as e:
             main(argv)

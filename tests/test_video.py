@@ -4,10 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-
-cv2 = pytest.importorskip("cv2")
 
 from models.common import video  # noqa: E402
 from models.common.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402

@@ -26,7 +26,6 @@ from models.detection.roi_heads import (
 )
 from models.detection.rpn import RPN
 
-LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 PREDICTIONS = ("iou", "purity", "integrity")
 
 

@@ -51,11 +51,12 @@ def set_key(params: dict, dotted: str, value: Any, *, declared: bool = False) ->
 
 
 def load_params(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, *,
-                validate: bool = True) -> dict:
+                validate: bool = True, study: str | None = None) -> dict:
     """Load params.yaml, apply dotted overrides, and remember where it lives (``_root``).
 
     Relative paths in params are relative to the params file's folder: see :func:`resolve`. Every
-    declared study's section is checked against its schema (:mod:`tasks.core.schema`).
+    declared study's section is checked against its schema (:mod:`tasks.core.schema`), or only
+    ``study``'s (a stage reads no other study's settings, so no other schema is one of its inputs).
     """
     p = find_params(path)
     try:
@@ -79,7 +80,7 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         from tasks.core.schema import validate as check
         from tasks.core.study import studies
 
-        check(params, studies())
+        check(params, studies(), only=study)
     return params
 
 
@@ -111,6 +112,28 @@ def resolve(params: dict, path: str | os.PathLike | None) -> Path | None:
         return None
     p = Path(path).expanduser()
     return p if p.is_absolute() else root(params) / p
+
+
+def relative(params: dict, path: str | os.PathLike) -> str:
+    """``path`` relative to the project folder when inside it, else as given: what outputs record, so
+    that no file DVC hashes holds an absolute path (two clones of one commit must agree)."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(root(params).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def portable(params: dict, obj: Any) -> Any:
+    """``obj`` (a summary about to be written) with every absolute path inside the project, as a
+    string or Path anywhere in it, made relative (:func:`relative`)."""
+    if isinstance(obj, dict):
+        return {k: portable(params, v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(params, v) for v in obj]
+    if isinstance(obj, (str, Path)) and os.path.isabs(str(obj)):
+        return relative(params, obj)
+    return obj
 
 
 def public(params: dict) -> dict:

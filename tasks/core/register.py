@@ -89,6 +89,7 @@ def register(params: dict, study: Study, *, model_file, score: Callable[[str], f
         out = resolve(params, cfg["out_dir"]) / "decision.json"
         write_json(out, decision)
         mlflow.log_artifact(str(out), artifact_path="register")
+    tracking.log_provenance(params, study.name, run_id, tags=False)  # dvc.lock with every stage so far
     return decision
 
 

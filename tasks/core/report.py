@@ -1,31 +1,35 @@
-"""HTML reports every study shares: jinja2 templates (``tasks/<study>/templates/`` extending the core's
-``base.html``), matplotlib figures rendered in memory, files replaced atomically (images first, the
+"""HTML reports every study shares: jinja2 templates (``tasks/templates/<study>.html`` extending
+``base.html`` there, outside the code folders so that editing a page re-runs only the report stages), matplotlib figures rendered in memory, files replaced atomically (images first, the
 page last), and the files logged to the pipeline's MLflow run under ``report/``. Works offline: no
 scripts or fonts from the network.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import io
 from collections.abc import Iterable
 from pathlib import Path
 
 from tasks.core import atomic_path, log
 
-CORE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
-def render(study: str, template: str, **context) -> str:
-    """Render ``tasks/<study>/templates/<template>`` (which may extend the core's base.html)."""
+def render(study: str, **context) -> str:
+    """Render ``tasks/templates/<study>.html`` (which may extend base.html)."""
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(CORE_TEMPLATES.parents[1] / study / "templates"), str(CORE_TEMPLATES)]),
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = fmt
-    return env.get_template(template).render(
-        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **context)
+    # No wall-clock time on the page: DVC hashes it, and the same inputs must give the same page
+    # (the MLflow run records when it ran).
+    from tasks.core.tracking import git_commit
+
+    sha, dirty = git_commit(TEMPLATES.parents[1])
+    return env.get_template(f"{study}.html").render(
+        generated=f"git commit {sha[:12]}{' (with uncommitted changes)' if dirty else ''}", **context)
 
 
 def fmt(x, digits: int = 3) -> str:

@@ -136,14 +136,15 @@ def declares(dotted: str, studies: dict) -> bool:
     return False
 
 
-def validate(params: dict, studies: dict) -> dict:
-    """Check ``mlflow`` and every declared study's section present in ``params`` (in place)."""
+def validate(params: dict, studies: dict, only: str | None = None) -> dict:
+    """Check ``mlflow`` and every declared study's section present in ``params`` (in place), or
+    only the section of study ``only``."""
     file = str(params.get("_file", "params.yaml"))
     if "mlflow" not in params:
         raise MokuflowError(f"{file}: missing section 'mlflow' (with tracking_uri)")
     params["mlflow"] = validate_section(MlflowConfig, params["mlflow"], key="mlflow", file=file)
     for name, study in studies.items():
-        if name in params:
+        if name in params and only in (None, name):
             params[name] = validate_section(study.load(study.schema), params[name], key=name, file=file)
     unknown = [k for k in params if not k.startswith("_") and k != "mlflow" and k not in studies]
     if unknown:

@@ -55,7 +55,6 @@ class ServingInputError(MokuflowError, ValueError):
 class StudyPyfunc(mlflow.pyfunc.PythonModel):
     """Base of every study's served model; see the module docstring for the contract."""
 
-    study: str = ""
     inputs: tuple[tuple[str, str], ...] = ()       # (column, MLflow type), required
     outputs: tuple[tuple[str, str], ...] = ()      # (column, MLflow type)
     echo: tuple[str, ...] = ()                     # input columns repeated in every output row

@@ -9,12 +9,17 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import MokuflowError
 
 MAX, MIN = "max", "min"  # a metric's direction: higher or lower is better
+
+# Commands every study has, implemented once in the core: name -> (module, one-line help).
+CORE_TOOLS = {
+    "restore": ("tasks.core.restore", "restore an MLflow run's raw and clean data from DVC's cache (or a remote)"),
+}
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,11 @@ class Study:
     - ``metrics``: held-out metric -> ``"max"`` / ``"min"`` (which direction is better).
     - ``primary_metric``: the default metric that decides promotion to ``champion``.
     - ``monitor``: (validation metric, mode) the best checkpoint is chosen by.
-    - ``data_dir``: dotted params key of the folder whose DVC hash is the run's data version.
     - ``serving``: ``"module:Class"`` of the pyfunc model served as ``models:/<name>@champion``.
     - ``schema``: ``"module:Class"`` of the pydantic model that validates ``params[<name>]``.
-    - ``retrain_skips``: stages the scheduled retrain leaves out (it trains on the current data).
+
+    Every study also has the core's tools (:data:`CORE_TOOLS`, e.g. ``restore``) as stages outside
+    the pipeline; its data folders are ``<name>.data.raw_dir`` and ``<name>.data.clean_dir``.
     """
 
     name: str
@@ -39,13 +45,10 @@ class Study:
     metrics: dict[str, str]
     primary_metric: str
     monitor: tuple[str, str]
-    data_dir: str
     serving: str
     schema: str
     tools: tuple[str, ...] = ()
-    retrain_skips: tuple[str, ...] = ("acquire",)
     title: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for m, d in self.metrics.items():
@@ -55,10 +58,18 @@ class Study:
             raise ValueError(f"study {self.name}: primary_metric {self.primary_metric!r} not in metrics")
         if self.monitor[1] not in (MAX, MIN):
             raise ValueError(f"study {self.name}: monitor mode must be 'max' or 'min'")
+        if clash := set(self.stages) & set(CORE_TOOLS):
+            raise ValueError(f"study {self.name}: stage names {sorted(clash)} are the core's tools")
 
     @property
     def pipeline(self) -> list[str]:
+        """The stages `dvc repro` and the Prefect flow run, in order (``<name>-<stage>`` in dvc.yaml)."""
         return [s for s in self.stages if s not in self.tools]
+
+    @property
+    def commands(self) -> dict[str, str]:
+        """Every ``mokuflow <name> <command>``: the study's stages, then the core's tools."""
+        return {**self.stages, **{k: v for k, (_, v) in CORE_TOOLS.items()}}
 
     def higher_is_better(self, metric: str) -> bool:
         if metric not in self.metrics:
@@ -66,8 +77,10 @@ class Study:
         return self.metrics[metric] == MAX
 
     def stage_module(self, stage: str):
+        if stage in CORE_TOOLS:
+            return importlib.import_module(CORE_TOOLS[stage][0])
         if stage not in self.stages:
-            raise MokuflowError(f"study {self.name}: unknown stage {stage!r} (one of {list(self.stages)})")
+            raise MokuflowError(f"study {self.name}: unknown stage {stage!r} (one of {list(self.commands)})")
         return importlib.import_module(f"tasks.{self.name}.{stage}")
 
     def load(self, ref: str):

@@ -1,7 +1,8 @@
 """MLflow wiring shared by the stages: tracking URI, experiment, the pipeline run and its tags.
 
-One MLflow run per pipeline run: the train stage opens it (params, data version, git commit) and
-records its id in ``<train.out_dir>/run.json``; evaluate, report and register log into that same run.
+One MLflow run per pipeline run: the train stage opens it (params, data version, git commit, dvc.lock)
+and records its id in ``<train.out_dir>/run.json``; evaluate, report and register log into that same
+run (register logs dvc.lock again, with every stage before it recorded).
 mlflow is imported inside the functions, so importing this module is cheap.
 """
 from __future__ import annotations
@@ -14,9 +15,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.core import MokuflowError, dvc_dir_hash, flatten, public, read_json, resolve, root
+from tasks.core import MokuflowError, flatten, public, read_json, resolve, root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+FLOW_RUN_ENV = "MOKUFLOW_PREFECT_FLOW_RUN"
 
 
 def tracking_uri(params: dict) -> str:
@@ -63,21 +65,39 @@ def git_commit(repo: Path) -> tuple[str, bool]:
         return "unknown", False
 
 
-def run_tags(params: dict, study: str, data_version: str | None = None) -> dict[str, str]:
-    """Tags that make a run traceable: DVC data version of the cleaned data and the git commit."""
-    if data_version is None:
-        clean_dir = resolve(params, params[study]["data"]["clean_dir"])
-        data_version = dvc_dir_hash(clean_dir) if clean_dir.exists() else "missing"
+def run_tags(params: dict, study: str) -> dict[str, str]:
+    """Tags that make a run traceable and restorable: the data version from DVC's md5 of the raw and
+    clean data (:mod:`tasks.core.provenance`), the data source and the git commit."""
+    from tasks.core.provenance import provenance
+
     sha, dirty = git_commit(root(params))
     return {
         "mokuflow.study": study,
-        "data_version": data_version,
+        **provenance(params, study),
         "data_path": str(params[study]["data"]["clean_dir"]),
         "data_source": str(params[study]["data"]["source"]),
         "git_commit": sha,
         "git_dirty": str(dirty).lower(),
         "mlflow.source.git.commit": sha,
+        # set by the Prefect flow for the stages it runs through DVC: the MLflow run links to it
+        **({"prefect.flow_run_id": os.environ[FLOW_RUN_ENV]} if os.environ.get(FLOW_RUN_ENV) else {}),
     }
+
+
+def log_provenance(params: dict, study: str, run_id: str, *, tags: bool = True) -> dict[str, str]:
+    """Set the run's provenance tags (when the run opens: the data it trains on) and log ``dvc.lock``
+    as the artifact ``dvc/dvc.lock`` (what ``mokuflow <study> restore --run ID`` reads). Register
+    calls it again with ``tags=False``: the artifact then holds every stage DVC had recorded."""
+    from tasks.core.provenance import lock_file
+
+    found = run_tags(params, study) if tags else {}
+    with resume_run(params, run_id) as mlflow:
+        if found:
+            mlflow.set_tags(found)
+        lock = lock_file(params)
+        if lock.is_file():
+            mlflow.log_artifact(str(lock), artifact_path="dvc")
+    return found
 
 
 def finite(metrics: dict) -> dict[str, float]:

@@ -2,7 +2,7 @@
 into, the Lightning trainer and its callbacks, and the finished run's bookkeeping.
 
 A run folder ``<train.runs_dir>/<hash>-<timestamp>-<pid>`` is keyed by a hash of the params sections
-that change what is learned plus the data version (DVC md5 of the study's ``data_dir``). An unfinished
+that change what is learned plus the data version (from DVC's md5 of the raw and clean data). An unfinished
 folder of the same hash with ``checkpoints/last.ckpt`` is resumed in the same MLflow run instead of
 starting over; a finished one holds ``COMPLETED``. Lightning and torch are imported inside functions.
 """
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.core import MokuflowError, dvc_dir_hash, log, read_json, resolve, write_json
+from tasks.core import MokuflowError, log, read_json, relative, resolve, write_json
 from tasks.core.study import Study
 
 # Train keys that do not change what is learned: left out of the run hash so e.g. more workers resume.
@@ -29,11 +29,10 @@ def run_dir_env(study: Study) -> str:
 
 
 def data_version(params: dict, study: Study) -> str:
-    section, *rest = study.data_dir.split(".")
-    node = params[section]
-    for k in rest:
-        node = node[k]
-    return dvc_dir_hash(resolve(params, node))
+    from tasks.core.provenance import data_hashes
+    from tasks.core.provenance import data_version as version
+
+    return version(data_hashes(params, study.name))
 
 
 def run_hash(params: dict, study: Study, sections: tuple[str, ...], data_ver: str) -> str:
@@ -92,8 +91,8 @@ def open_run(params: dict, study: Study, sections: tuple[str, ...]) -> Run:
         return Run(found, run_id, True, data_ver)
     name = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir = runs_dir / name
-    tags = tracking.run_tags(params, study.name, data_version=data_ver)
-    run_id = tracking.start_run(params, study.name, run_name=name, tags=tags)
+    run_id = tracking.start_run(params, study.name, run_name=name, tags={})
+    tags = tracking.log_provenance(params, study.name, run_id)  # tags + dvc.lock as DVC has it now
     write_json(run_dir / "run.json", {"mlflow_run_id": run_id, "hash": key, "data_version": data_ver,
                                       "git_commit": tags["git_commit"], "git_dirty": tags["git_dirty"],
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -204,7 +203,8 @@ def finish(params: dict, study: Study, run: Run, fitted: Fitted, info: dict) -> 
     """
     metric = study.monitor[0]
     started = read_json(run.dir / "run.json")  # provenance fixed when the run began
-    out = {"mlflow_run_id": run.run_id, "run_dir": str(run.dir),
+    # no absolute path: DVC hashes this file, and two clones of one commit must agree
+    out = {"mlflow_run_id": run.run_id, "run_dir": relative(params, run.dir),
            "resumed_from_step": int(fitted.resumed_from_step),
            **{k: started.get(k) for k in ("data_version", "git_commit", "git_dirty")},
            "global_step": int(fitted.trainer.global_step), f"best_{metric}": fitted.best_score,
@@ -233,7 +233,7 @@ def publish(params: dict, study: Study, run: Run, fitted: Fitted, *, history, sa
         save_model(tmp / "model.pt")
         write_csv(tmp / "history.csv", history)
         write_json(tmp / "run.json", info)
-    write_json(run.dir / "COMPLETED", {"global_step": info["global_step"], "out_dir": str(out_dir)})
+    write_json(run.dir / "COMPLETED", {"global_step": info["global_step"], "out_dir": relative(params, out_dir)})
     metric = study.monitor[0]
     log(f"train: done, {info['epochs']} epochs, best {metric} {info[f'best_{metric}']}, "
         f"model in {out_dir / 'model.pt'}")

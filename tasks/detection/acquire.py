@@ -36,7 +36,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, atomic_path, log, progress, resolve, write_json
+from tasks.core import MokuflowError, atomic_dir, atomic_path, log, portable, progress, resolve, write_json
 from tasks.core.download import extract, fetch
 
 SOURCES = ("synthetic", "coco", "url")
@@ -46,19 +46,12 @@ SYNTHETIC_KEYS = ("seed", "n_train", "n_val", "n_test", "image_size", "min_objec
 
 def run(params: dict, **kwargs) -> dict:
     data = params["detection"]["data"]
-    pfile = params.get("_file", "params.yaml")
-    source = data.get("source") or "synthetic"
-    if source not in SOURCES:
-        raise MokuflowError(f"{pfile}: detection.data.source must be one of {', '.join(SOURCES)}, got {source!r}")
-    if not data.get("raw_dir"):
-        raise MokuflowError(f"{pfile}: detection.data.raw_dir is not set")
+    source = data["source"]  # the schema checked every key (tasks/detection/schema.py)
     raw_dir = resolve(params, data["raw_dir"])
-    if source == "synthetic":
-        _check_synthetic(params)
-    elif source == "coco":
+    if source == "coco":
         c = data.get("coco") or {}
         images, annotations = _coco_paths(params, c, "detection.data.coco", base=None)
-    else:
+    elif source == "url":
         _check_url(params)
     with atomic_dir(raw_dir) as tmp:
         if source == "synthetic":
@@ -68,7 +61,7 @@ def run(params: dict, **kwargs) -> dict:
         else:
             summary = _url(params, tmp)
         summary["source"] = source
-        write_json(tmp / "acquire.json", summary)
+        write_json(tmp / "acquire.json", portable(params, summary))  # no absolute path: DVC hashes it
     n_img = sum(s["images"] for s in summary["splits"].values())
     log(f"acquire: {n_img} images in {', '.join(summary['splits'])}, "
         f"{len(summary['unreadable'])} unreadable -> {raw_dir}")
@@ -79,37 +72,11 @@ def run(params: dict, **kwargs) -> dict:
 
 # ------------------------------------------------------------------------------------- synthetic
 
-def _check_synthetic(params: dict) -> dict:
-    s = params["detection"].get("synthetic")
-    where = f"{params.get('_file', 'params.yaml')}: detection.synthetic"
-    if not isinstance(s, dict):
-        raise MokuflowError(f"{where} is not set")
-    for k in SYNTHETIC_KEYS:
-        if k not in s:
-            raise MokuflowError(f"{where}.{k} is not set")
-    for k in ("n_train", "n_val", "n_test", "min_object", "max_objects"):
-        v = s[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k in ("min_object", "max_objects") else 0):
-            raise MokuflowError(f"{where}.{k} must be a {'positive' if k in ('min_object', 'max_objects') else 'non-negative'} "
-                                f"integer, got {v!r}")
-    if isinstance(s["seed"], bool) or not isinstance(s["seed"], int) or s["seed"] < 0:
-        raise MokuflowError(f"{where}.seed must be a non-negative integer, got {s['seed']!r}")
-    if isinstance(s["image_size"], bool) or not isinstance(s["image_size"], int) or s["image_size"] < 32:
-        raise MokuflowError(f"{where}.image_size must be an integer >= 32, got {s['image_size']!r}")
-    if not s["min_object"] < s["image_size"] // 2:
-        raise MokuflowError(f"{where}.min_object must be below image_size / 2, got {s['min_object']}")
-    if isinstance(s["fault_rate"], bool) or not isinstance(s["fault_rate"], (int, float)) or not 0 <= s["fault_rate"] <= 1:
-        raise MokuflowError(f"{where}.fault_rate must be in [0, 1], got {s['fault_rate']!r}")
-    if s["n_train"] + s["n_val"] + s["n_test"] == 0:
-        raise MokuflowError(f"{where}: n_train + n_val + n_test is 0")
-    return s
-
-
 def _synthetic(params: dict, out: Path) -> dict:
     from tasks.detection import synthetic
     from tasks.detection.coco import load_coco
 
-    s = _check_synthetic(params)
+    s = params["detection"]["synthetic"]
     gen = synthetic.generate(out, **{k: s[k] for k in SYNTHETIC_KEYS}, progress=progress)
     summary = {"splits": {}, "unreadable": [], "size_mismatch": [], "images_dir": "images",
                "synthetic": gen}

@@ -1,4 +1,4 @@
-"""Write the detection report: reports/detection/index.html (tasks/detection/templates/report.html).
+"""Write the detection report: reports/detection/index.html (tasks/templates/detection.html).
 
 Contents: the variants table (COCO stats with 95 % bootstrap intervals), DIR's paired gains over the
 other variants and whether the paper's claim holds here, per-class AP, precision-recall curves,
@@ -45,7 +45,7 @@ def run(params: dict, **kwargs) -> dict:
     if history is not None and len(history):
         images["training.png"] = _training_png(history)
     page = core_report.render(
-        "detection", "report.html", variants=variants, label=LABEL, stats=TABLE_STATS, metrics=metrics,
+        "detection", variants=variants, label=LABEL, stats=TABLE_STATS, metrics=metrics,
         best={s: max(variants, key=lambda v: metrics[v][s]["value"]) for s in TABLE_STATS},
         verdict=verdict(metrics), per_class=_per_class(metrics, variants), images=images,
         cleanup=cleaned.get("splits") or {}, unreadable=acquired.get("unreadable") or [],

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
 
 VARIANTS = ("none", "direct", "decoupled", "dir")
@@ -36,7 +38,7 @@ class Data(Section):
 
 
 class Synthetic(Section):
-    seed: int
+    seed: int = Field(ge=0)
     n_train: int = Field(gt=0)
     n_val: int = Field(gt=0)
     n_test: int = Field(gt=0)
@@ -44,6 +46,13 @@ class Synthetic(Section):
     min_object: int = Field(gt=0)
     max_objects: int = Field(gt=0)
     fault_rate: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _objects_fit(self):
+        if not self.min_object < self.image_size // 2:
+            raise ValueError(f"min_object must be below image_size / 2, got {self.min_object} "
+                             f"for image_size {self.image_size}")
+        return self
 
 
 class Clean(Section):

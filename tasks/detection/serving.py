@@ -21,7 +21,6 @@ VALUES = ("score", "iou", "purity", "integrity")
 
 
 class DetectionPyfunc(StudyPyfunc):
-    study = "detection"
     inputs = ((INPUT_COLUMN, "string"),)
     echo = (INPUT_COLUMN,)
     outputs = (("category_id", "long"), ("category_name", "string"), *((c, "double") for c in BOX),

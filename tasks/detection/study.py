@@ -19,7 +19,6 @@ STUDY = Study(
     metrics={s: MAX for s in STATS},
     primary_metric="AP",
     monitor=("val_ap50", MAX),
-    data_dir="detection.data.clean_dir",
     serving="tasks.detection.serving:DetectionPyfunc",
     schema="tasks.detection.schema:DetectionParams",
 )

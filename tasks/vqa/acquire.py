@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, log, progress, resolve, write_csv, write_json
+from tasks.core import MokuflowError, atomic_dir, log, portable, progress, resolve, write_csv, write_json
 from tasks.core.download import extract, fetch
 from tasks.core.tables import lines_of, numeric, read_table
 
@@ -28,11 +28,7 @@ OWNS = ("videos/*", "videos.csv", "scores.csv", "truth.csv", "acquire.json")
 
 def run(params: dict, **kwargs) -> dict:
     data = params["vqa"]["data"]
-    source = data.get("source")
-    if source not in SOURCES:
-        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.data.source must be one of "
-                            f"{', '.join(SOURCES)}, got {source!r}")
-    _check_split(params)
+    source = data["source"]  # the schema checked every key (tasks/vqa/schema.py)
     raw_dir = resolve(params, data["raw_dir"])
     with atomic_dir(raw_dir, inputs=_inputs(params, source), owns=OWNS) as tmp:
         if source == "synthetic":
@@ -44,7 +40,7 @@ def run(params: dict, **kwargs) -> dict:
         else:
             summary = _url(params, tmp)
         summary["source"] = source
-        write_json(tmp / "acquire.json", summary)
+        write_json(tmp / "acquire.json", portable(params, summary))  # no absolute path: DVC hashes it
     log(f"acquire: {summary['n_videos']} videos, {len(summary['unreadable'])} unreadable -> {raw_dir}")
     return {k: v for k, v in summary.items() if k not in ("unreadable", "synthetic")} | {
         "n_unreadable": len(summary["unreadable"]), "raw_dir": str(raw_dir)}
@@ -69,7 +65,6 @@ def _synthetic(params: dict, out: Path) -> dict:
     from tasks.vqa import synthetic
 
     s = params["vqa"]["synthetic"]
-    _check_synthetic(params, s)
     truth = synthetic.generate(out / "videos", seed=s["seed"], n_contents=s["n_contents"],
                                versions_per_content=s["versions_per_content"], n_frames=s["n_frames"],
                                height=s["height"], width=s["width"], fps=s["fps"], progress=progress)
@@ -87,18 +82,6 @@ def _synthetic(params: dict, out: Path) -> dict:
     return summary | {"unreadable": unreadable, "n_ratings": int(scores["video_id"].isin(ok).sum()),
                       "synthetic": {"raters": raters.to_dict("records"),
                                     "contents": contents.to_dict("records")}}
-
-
-def _check_synthetic(params: dict, s: dict) -> None:
-    where = f"{params.get('_file', 'params.yaml')}: vqa.synthetic"
-    for k in ("n_contents", "versions_per_content", "n_frames", "height", "width", "n_raters"):
-        if not isinstance(s.get(k), int) or s[k] < 1:
-            raise MokuflowError(f"{where}.{k} must be a positive integer, got {s.get(k)!r}")
-    if s["height"] % 2 or s["width"] % 2 or min(s["height"], s["width"]) < 16:
-        raise MokuflowError(f"{where}: height and width must be even and >= 16 (mp4), "
-                            f"got {s['height']}x{s['width']}")
-    if not 0 <= s["careless_fraction"] <= 1 or not 0 <= s["missing_fraction"] < 1:
-        raise MokuflowError(f"{where}: careless_fraction must be in [0, 1] and missing_fraction in [0, 1)")
 
 
 # ---------------------------------------------------------------------------------------- folder
@@ -296,13 +279,6 @@ def _split_args(params: dict) -> dict:
     s = params["vqa"]["data"]["split"]
     return {"seed": int(s["seed"]), "val_fraction": float(s["val_fraction"]),
             "test_fraction": float(s["test_fraction"])}
-
-
-def _check_split(params: dict) -> None:
-    a = _split_args(params)
-    if a["val_fraction"] < 0 or a["test_fraction"] < 0 or a["val_fraction"] + a["test_fraction"] >= 1:
-        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.data.split fractions must be "
-                            f">= 0 and sum to < 1, got val {a['val_fraction']}, test {a['test_fraction']}")
 
 
 def assign_splits(content_ids, *, seed: int, val_fraction: float, test_fraction: float) -> dict:

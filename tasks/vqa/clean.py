@@ -67,7 +67,7 @@ def clean_scores(scores_csv, out_dir, *, method: str = "mle", max_iter: int = 10
         frames, summary = _per_rater(scores_csv, table, method=method, max_iter=max_iter, tol=tol,
                                      min_std=min_std, scale=(float(scale[0]), float(scale[1])),
                                      out_of_scale=out_of_scale)
-    summary["scores"] = str(scores_csv)
+    summary["scores"] = scores_csv.name  # no absolute path in a file DVC hashes
     # everything is computed before anything is written: a failure above leaves out_dir as it was
     with atomic_dir(out_dir, inputs=[scores_csv], owns=OWNS) as tmp:
         for name, frame in frames.items():

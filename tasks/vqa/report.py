@@ -1,4 +1,4 @@
-"""Write the study report: reports/vqa/index.html (tasks/vqa/templates/report.html) with PNG plots.
+"""Write the study report: reports/vqa/index.html (tasks/templates/vqa.html) with PNG plots.
 
 Contents: STDAM vs baseline table (value and 95 % bootstrap CI of SRCC, PLCC, KRCC, RMSE), predicted
 vs true scatter for both models, training curves, rater bias / inconsistency (when per-rater scores
@@ -40,7 +40,7 @@ def run(params: dict, **kwargs) -> dict:
     unreadable = acquired.get("unreadable") or []
     models = _models(metrics)
     page = core_report.render(
-        "vqa", "report.html", models=models, table=_metrics_rows(metrics, models),
+        "vqa", models=models, table=_metrics_rows(metrics, models),
         n_test=metrics.get("n_test", "?"), images=images, has_history=history is not None,
         has_raters=raters is not None, unreadable=unreadable,
         summary=_data_summary(params, metrics, acquired, trained))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
 
@@ -27,6 +27,12 @@ class Split(Section):
     val_fraction: float = Field(ge=0, lt=1)
     test_fraction: float = Field(ge=0, lt=1)
 
+    @model_validator(mode="after")
+    def _leaves_training_data(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1 (the rest trains)")
+        return self
+
 
 class Data(Section):
     source: Literal["synthetic", "folder", "url"]
@@ -48,6 +54,12 @@ class Synthetic(Section):
     n_raters: int = Field(gt=0)
     careless_fraction: float = Field(ge=0, le=1)
     missing_fraction: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _even_frame_size(self):
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"height and width must be even (mp4), got {self.height}x{self.width}")
+        return self
 
 
 class Clean(Section):

@@ -29,7 +29,6 @@ OUTPUT_COLUMN = "quality"
 class VQAPyfunc(StudyPyfunc):
     """``video_path`` column in, ``quality`` (higher = better) and ``error`` columns out."""
 
-    study = "vqa"
     inputs = ((INPUT_COLUMN, "string"),)
     outputs = ((OUTPUT_COLUMN, "double"),)
     params = (("batch_size", "long", 8),)

@@ -16,7 +16,6 @@ STUDY = Study(
     metrics={"srcc": MAX, "plcc": MAX, "krcc": MAX, "rmse": MIN},
     primary_metric="srcc",
     monitor=("val_srcc", MAX),
-    data_dir="vqa.data.clean_dir",
     serving="tasks.vqa.serving:VQAPyfunc",
     schema="tasks.vqa.schema:VQAParams",
 )

@@ -43,7 +43,8 @@ def test_train_writes_a_loadable_model_and_its_run(project):
     assert len(history) == 2 and np.isfinite(history["train_loss"]).all()
     run = json.loads((out / "run.json").read_text())
     assert run["mlflow_run_id"] == s["train"]["mlflow_run_id"] and "best_val_ap50" in run
-    assert (Path(run["run_dir"]) / "COMPLETED").is_file()
+    assert not Path(run["run_dir"]).is_absolute()  # DVC hashes run.json: no absolute path
+    assert (Path(params["_root"]) / run["run_dir"] / "COMPLETED").is_file()
 
 
 def test_evaluate_scores_every_variant_with_intervals(project):

@@ -11,10 +11,9 @@ import tarfile
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-
-cv2 = pytest.importorskip("cv2")
 
 from tasks.core import MokuflowError  # noqa: E402
 from tasks.detection import acquire, synthetic  # noqa: E402
@@ -223,7 +222,6 @@ def test_acquire_local_coco_drops_unreadable_images(tmp_path):
 
 
 @pytest.mark.parametrize("change, key", [
-    ({"source": "kaggle"}, "detection.data.source"),
     ({"source": "coco"}, "detection.data.coco.images"),
     ({"source": "coco", "coco": {"images": "nope", "annotations": {"train": "x.json"}}}, "detection.data.coco.images"),
     ({"source": "coco", "coco": {"images": ".", "annotations": {}}}, "detection.data.coco.annotations"),
@@ -242,15 +240,24 @@ def test_acquire_bad_params_name_the_key(tmp_path, change, key):
     assert (raw / "keep.txt").read_text() == "earlier data"
 
 
-def test_acquire_synthetic_bad_params_name_the_key(tmp_path):
-    params = _params(tmp_path)
-    params["detection"]["synthetic"]["image_size"] = 8
-    with pytest.raises(MokuflowError, match="detection.synthetic.image_size"):
-        acquire.run(params)
+@pytest.mark.parametrize("key, value, needle", [
+    ("detection.data.source", "kaggle", "detection.data.source"),
+    ("detection.synthetic.image_size", 8, "detection.synthetic.image_size"),
+    ("detection.synthetic.n_train", 0, "detection.synthetic.n_train"),
+    ("detection.synthetic.min_object", 40, "min_object must be below image_size / 2"),
+])
+def test_bad_params_are_refused_once_by_the_schema_naming_the_key(tmp_path, key, value, needle):
+    """Validation happens in the schema, when params are loaded, before any stage runs."""
+    from tasks.core import load_params
+    from tests.conftest import write_tiny_params
+
+    with pytest.raises(MokuflowError, match=needle) as err:
+        load_params(write_tiny_params(tmp_path, {key: value}))
+    assert "\n" not in str(err.value) and "params.yaml" in str(err.value)
 
 
 def test_acquire_url_archive_with_pooch(tmp_path):
-    pytest.importorskip("pooch")
+    import pooch  # noqa: F401  (declared dependency: a broken import must fail)
     src = _local_coco(tmp_path)
     archive = tmp_path / "serve" / "dataset.tar.gz"
     archive.parent.mkdir()

@@ -1,6 +1,7 @@
 """models.common.frames: folders and videos at full resolution, the H.264 writer, mask PNGs, errors."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -18,12 +19,12 @@ from models.common.frames import (
 )
 from tests.inpainting.conftest import BMX, BMX_MASK, need
 
-cv2 = pytest.importorskip("cv2")
-
 
 def need_av():
     """PyAV writes the MP4s; the readers need only OpenCV."""
-    return pytest.importorskip("av")
+    import av as module
+
+    return module
 
 
 def one_line(err: pytest.ExceptionInfo, name: str) -> None:
@@ -74,7 +75,7 @@ def test_folder_any_case_sorted_by_name(tmp_path):
 
 def test_exif_rotation_ignored(tmp_path):
     """A camera JPEG tagged 'rotate 90°' is read as stored, the size its header (and its neighbours) give."""
-    image = pytest.importorskip("PIL.Image")
+    import PIL.Image as image
     exif = image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
     for name in ("a.jpg", "b.jpg"):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+import cv2  # noqa: F401  (declared dependency: a broken import must fail)
 import numpy as np
 import pytest
+import skimage  # noqa: F401  (declared dependency: a broken import must fail)
 
 from models.inpainting.metrics import (
     auc,
@@ -16,9 +18,6 @@ from models.inpainting.metrics import (
     video_scores,
 )
 from tests.inpainting.conftest import DAVIS
-
-pytest.importorskip("cv2")
-pytest.importorskip("skimage")
 
 
 def square(h: int, w: int, y: int, x: int, side: int) -> np.ndarray:
@@ -81,7 +80,6 @@ def ref_j(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def blobs(seed: int, h: int = 36, w: int = 48) -> np.ndarray:
     """A few random ellipses: curved boundaries, holes between them, pixels on the image edge."""
-    import cv2
 
     rng = np.random.default_rng(seed)
     m = np.zeros((h, w), np.uint8)
@@ -190,7 +188,6 @@ def test_video_without_objects_scores_foreground():
 
 @pytest.mark.skipif(not DAVIS.is_dir(), reason=f"real DAVIS annotations absent under {DAVIS}")
 def test_real_annotation():
-    import cv2
 
     from models.common.frames import read_mask
 

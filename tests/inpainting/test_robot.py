@@ -1,16 +1,15 @@
 """The simulated user: first strokes inside objects, corrections on the worst frame's largest error."""
 from __future__ import annotations
 
+import cv2  # noqa: F401  (declared dependency: a broken import must fail)
 import numpy as np
 import pytest
+import skimage  # noqa: F401  (declared dependency: a broken import must fail)
 
 from models.inpainting.metrics import jaccard_frames
 from models.inpainting.robot import Robot
 from models.inpainting.scribbles import parse_scribbles, to_pixels
 from tests.inpainting.conftest import DAVIS
-
-pytest.importorskip("cv2")
-pytest.importorskip("skimage")
 
 T, H, W = 4, 60, 80
 
@@ -118,7 +117,6 @@ def test_void_is_never_an_error():
 @pytest.mark.skipif(not DAVIS.is_dir(), reason=f"real DAVIS annotations absent under {DAVIS}")
 def test_real_sequence_session():
     """blackswan: round 1 then a correction on the frame a shrunken prediction hurts most."""
-    import cv2
 
     from models.common.frames import read_mask
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import copy
 import json
 
+import cv2  # noqa: F401  (declared dependency: a broken import must fail)
 import numpy as np
 import pytest
+import skimage  # noqa: F401  (declared dependency: a broken import must fail)
 
 from models.common.frames import read_mask
 from models.inpainting import metrics
@@ -25,9 +27,6 @@ from models.inpainting.scribbles import (
     to_pixels,
 )
 from tests.inpainting.conftest import DAVIS
-
-pytest.importorskip("cv2")
-pytest.importorskip("skimage")
 
 SCRIBBLE_FILES = sorted((DAVIS / "Scribbles").glob("*/*.json")) if DAVIS.is_dir() else []
 

@@ -121,7 +121,7 @@ def test_webm_vorbis():
 
 
 def test_audio_we_write_round_trips(tmp_path):
-    av = pytest.importorskip("av")
+    import av
     rate = 16000
     t = np.arange(rate // 2) / rate
     tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

@@ -13,7 +13,7 @@ DATASETS = ["NFLX_dataset_public_raw", "VQEGHD3_dataset_raw", "AGH_quality_varia
 
 
 def _load_fixture(name):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     csv, ref = FIXTURES / f"{name}_scores.csv", FIXTURES / f"{name}_sureal_mle.json"
     if not (csv.is_file() and ref.is_file()):
         pytest.skip(f"fixture {name} not available")

@@ -1,11 +1,10 @@
 """Synthetic generator: determinism, severity -> quality, content visibility, simulated raters."""
 from __future__ import annotations
 
+import cv2  # noqa: F401  (declared dependency: a broken import must fail)
 import numpy as np
 import pandas as pd
 import pytest
-
-pytest.importorskip("cv2")
 
 from models.common.video import read_clip  # noqa: E402
 from tasks.vqa import synthetic  # noqa: E402
