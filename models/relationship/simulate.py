@@ -35,13 +35,19 @@ class Crowd:
 
 def simulate_crowd(n_items: int = 2000, labels_per_item: int = 5, n_classes: int = 5, *,
                    n_careful: int = 15, n_lazy: int = 5, n_spammers: int = 20, tail: int = 200,
-                   seed: int = 0) -> Crowd:
+                   seed: int = 0, truth: np.ndarray | None = None) -> Crowd:
     """``n_items`` items, each labelled by ``labels_per_item`` distinct annotators; the occasional
-    (tail) annotators are drawn 50x less often than the others."""
+    (tail) annotators are drawn 50x less often than the others. ``truth`` (class indices, one per
+    item) labels items whose truth is already known (a synthetic data set's); it fixes ``n_items``."""
     rng = np.random.default_rng(seed)
     K = n_classes
+    if truth is not None:
+        n_items = len(truth)
     prior = np.exp(-0.5 * ((np.arange(K) - (K - 1) / 2) / (K / 4)) ** 2)  # most relationships are near neutral
-    truth = rng.choice(K, n_items, p=prior / prior.sum())
+    drawn = rng.choice(K, n_items, p=prior / prior.sum())  # drawn even when given: same stream for every seed
+    truth = drawn if truth is None else np.asarray(truth, dtype=np.int64)
+    if truth.shape != (n_items,) or truth.min(initial=0) < 0 or truth.max(initial=0) >= K:
+        raise ValueError(f"truth: expected {n_items} class indices in [0, {K})")
     kind = np.array(["careful"] * n_careful + ["lazy"] * n_lazy + ["spammer"] * n_spammers + ["occasional"] * tail)
     if len(kind) < labels_per_item:
         raise ValueError(f"{len(kind)} annotators cannot give {labels_per_item} labels per item")
