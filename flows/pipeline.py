@@ -22,6 +22,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 
 from flows.stages import StageFailed, changed, dvc, stage_task
 from tasks.core import MokuflowError, load_params, root, set_key
@@ -86,7 +87,7 @@ def build_flow(study: Study):
             todo = stages
             if refresh_source:  # the source may have new data whatever dvc.lock says: re-read it
                 summaries[study.pipeline[0]] = stage_task(study.name, study.pipeline[0])(
-                    str(project), stages[0], force=True, flow_run_id=run_id)
+                    str(project), stages[0], force=True, flow_run_id=run_id)  # forced: never a State
                 todo = stages[1:]
             stale = changed(project, todo)  # one dvc status for the whole study
             if not force and not stale:
@@ -100,6 +101,8 @@ def build_flow(study: Study):
                 result = stage_task(study.name, stage)(str(project), name, force=force,
                                                        known_fresh=not ran and name not in stale,
                                                        flow_run_id=run_id)
+                if isinstance(result, State):  # a skipped stage returns its Skipped state
+                    result = result.result()
                 ran = ran or result.get("status") == "ran"
                 summaries[stage] = result
             if overrides:

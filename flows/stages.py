@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -51,7 +52,9 @@ def _last_line(text: str) -> str:
 def repro(project: Path, stage: str, *, force: bool, logger, flow_run_id: str | None = None) -> float:
     """``dvc repro --single-item [--force] stage``, its output line by line into ``logger``; seconds."""
     cmd = [dvc_exe(), "repro", "--single-item", *(["--force"] if force else []), stage]
-    env = {**os.environ, **({FLOW_RUN_ENV: flow_run_id} if flow_run_id else {})}
+    # the stage commands (`mokuflow ...`) live beside this Python, whether or not its venv is activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, **({FLOW_RUN_ENV: flow_run_id} if flow_run_id else {})}
     t0 = time.perf_counter()
     tail: deque[str] = deque(maxlen=200)
     with subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

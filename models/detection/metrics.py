@@ -41,6 +41,8 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> float:
     """101-point interpolated AP of one class from its detections' scores and TP flags."""
     if n_gt == 0:
         return float("nan")
+    if len(scores) == 0:  # objects of this class, none detected (an early epoch): no recall at all
+        return 0.0
     order = np.argsort(-scores, kind="stable")
     ctp = np.cumsum(tp[order])
     recall = ctp / n_gt

@@ -359,3 +359,12 @@ def test_checkpoint_resume_keeps_history_and_rebuilds_net(datamodule, tmp_path):
     restored = DetectionLitModule.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")  # no net given
     assert restored.net.config == lit.net.config and restored.history == lit.history
     assert all(torch.equal(a, b) for a, b in zip(restored.net.state_dict().values(), lit.net.state_dict().values()))
+
+
+def test_ap_of_a_class_with_objects_and_no_detection_is_zero():
+    """An early epoch may detect nothing of a class that has objects: AP 0, not an error."""
+    from models.detection.metrics import average_precision
+
+    assert average_precision(np.zeros(0), np.zeros(0, bool), 3) == 0.0
+    assert np.isnan(average_precision(np.zeros(0), np.zeros(0, bool), 0))
+    assert average_precision(np.array([0.9, 0.1]), np.array([True, False]), 1) == 1.0
