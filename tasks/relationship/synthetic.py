@@ -168,8 +168,9 @@ def _skin(rng) -> np.ndarray:
 def _lines(rng, seconds: float, pair, others, v: int, vd: int) -> list[Line]:
     """Back-to-back lines: at least one of the pair's and one of the distractors', the rest any role."""
     t, spans = 0.1 + rng.uniform(0, 0.2), []
+    longest = min(1.1, (seconds - 0.6) / 2)  # room for two lines, however short the clip
     while True:
-        d = rng.uniform(0.6, 1.1)
+        d = rng.uniform(min(0.6, longest), longest)
         if t + d > seconds - 0.05:
             break
         spans.append((t, t + d))
