@@ -15,7 +15,7 @@ some other frame. The share reached is recorded per video (``fillable``); a per-
 
 Output (DAVIS layout, plus the truth)::
 
-    JPEGImages/<seq>/00000.jpg     frames (JPEG quality 95)
+    JPEGImages/<seq>/00000.jpg     frames (JPEG quality 95, 4:4:4)
     Annotations/<seq>/00000.png    palette PNG: 0 background, 1.. objects (the visible part of each)
     Scribbles/<seq>/001.json       round 1 of the simulated user (models.inpainting.robot)
     Backgrounds/<seq>/00000.png    the clean background frame (lossless)
@@ -283,7 +283,9 @@ def generate(out_dir, *, seed: int, n_videos: int = 24, n_frames: int = 12, heig
         for sub in ("JPEGImages", "Annotations", "Backgrounds", "Scribbles"):
             (out / sub / seq).mkdir(parents=True, exist_ok=True)
         for t in range(n_frames):
-            _imwrite(out / "JPEGImages" / seq / f"{t:05d}.jpg", v["frames"][t], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            # 4:4:4: no chroma subsampling, which would bleed object colour into the background truth
+            _imwrite(out / "JPEGImages" / seq / f"{t:05d}.jpg", v["frames"][t], [
+                cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
             _imwrite(out / "Backgrounds" / seq / f"{t:05d}.png", v["backgrounds"][t], [])
             write_palette_png(out / "Annotations" / seq / f"{t:05d}.png", v["labels"][t])
         scribbles = Robot(seed=int(seed) + i).first(v["labels"], sequence=seq)
