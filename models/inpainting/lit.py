@@ -232,8 +232,9 @@ class _Sequence:
             images = np.stack([rs(read_image(p)) for p in self.frames])
             labels = np.stack([rs(read_mask(p), True) for p in self.annotations])
             bgs = np.stack([rs(read_image(p)) for p in self.backgrounds]) if self.backgrounds else images
+            objects = [(lab > 0) & (lab != VOID) for lab in labels]  # as the session aligns: objects left out
             self._data = {"images": images, "labels": labels, "backgrounds": bgs,
-                          "homs": align.video_homographies(images)}
+                          "homs": align.video_homographies(images, objects)}
         return self._data
 
 

@@ -110,6 +110,8 @@ class InpaintingNet(nn.Module):
         self.r2 = nn.Sequential(_conv(w, 2 * w, 2))
         self.r2b = nn.Sequential(_conv(2 * w + dv, 2 * w), _Res(2 * w))
         self.r_out = nn.Sequential(_conv(3 * w, w), nn.Conv2d(w, 3, 3, 1, 1))
+        nn.init.zeros_(self.r_out[-1].weight)  # start as the blend of memory frames, learn corrections
+        nn.init.zeros_(self.r_out[-1].bias)
 
     # ---------------------------------------------------------------------------------- encoders
     def encode_key(self, image: Tensor) -> tuple[Tensor, dict]:

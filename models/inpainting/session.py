@@ -90,10 +90,9 @@ class InpaintingSession:
 
     # ------------------------------------------------------------------------------------ frames
     def _read_all(self) -> None:
-        """One streaming pass: frames resized into a disk-backed array, neighbour homographies chained."""
+        """One streaming pass: frames resized into a disk-backed array."""
         import cv2
 
-        pairs, prev = [], None
         self.names: list[str] = []
         for i, item in enumerate(self._stream()):
             name, rgb = item
@@ -113,14 +112,9 @@ class InpaintingSession:
             small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             self._frames[i] = small
             self.names.append(name)
-            g = align.gray(small)
-            if prev is not None:
-                pairs.append(align.pair_homography(prev, g))
-            prev = g
             self.progress("read", i + 1, self.n_frames)
         if len(self.names) != self.n_frames:
             raise ValueError(f"the reader gave {len(self.names)} frames, its length says {self.n_frames}")
-        self._homs = align.chain(pairs)
 
     def _stream(self) -> Iterator[tuple[str, np.ndarray]]:
         for i, item in enumerate(self.reader):
@@ -281,7 +275,8 @@ class InpaintingSession:
         """The video with the object removed, one :class:`Frame` at a time (RGB uint8 at input
         resolution; outside the dilated mask the input's own pixels). Each frame reads a memory of
         other frames at ``stride`` apart (default: spread over the video, at most 5 apart) with their
-        masks, warped onto it by the chained homographies; the input is streamed again in order."""
+        masks, warped onto it by homographies chained between neighbours (estimated first, with the
+        masks left out); the input is streamed again in order."""
         import cv2
 
         missing = np.flatnonzero(~self._has)
@@ -292,6 +287,9 @@ class InpaintingSession:
         h, w = self.internal_size
         if dilation is None:
             dilation = max(1, round(0.006 * math.hypot(h, w)))
+        # the camera, now that the objects are known: their corners would pull the homographies
+        holes = (self._hole(t, dilation) > 0 for t in range(self.n_frames))
+        self._homs = align.video_homographies((self._frames[t] for t in range(self.n_frames)), holes)
         cache: dict[int, tuple] = {}
         for t, (name, rgb) in enumerate(self._stream()):
             refs = self._references(t, stride)
