@@ -91,11 +91,11 @@ def warp(x: Tensor, warps: Tensor | None) -> Tensor:
 class InpaintingNet(nn.Module):
     """Keyword-only; ``config`` rebuilds it: ``InpaintingNet(**net.config)``."""
 
-    def __init__(self, *, width: int = 24, key_dim: int = 32, value_dim: int = 64, query_chunk: int = 4096):
+    def __init__(self, *, width: int = 24, key_dim: int = 32, value_dim: int = 64, affinity_budget: int = 1 << 24):
         super().__init__()
-        self.config = {"width": width, "key_dim": key_dim, "value_dim": value_dim, "query_chunk": query_chunk}
+        self.config = {"width": width, "key_dim": key_dim, "value_dim": value_dim, "affinity_budget": affinity_budget}
         w, dv = width, value_dim
-        self.key_dim, self.value_dim, self.query_chunk = key_dim, value_dim, query_chunk
+        self.key_dim, self.value_dim, self.affinity_budget = key_dim, value_dim, int(affinity_budget)
         self.key_encoder = _Encoder(3, w)
         self.key_proj = nn.Conv2d(2 * w, key_dim, 1)
         self.value_encoder = _Encoder(6, w)  # rgb, mask, positive and negative scribbles
@@ -134,7 +134,8 @@ class InpaintingNet(nn.Module):
         Similarity is XMem's negative squared distance (up to the query's own norm, which softmax
         ignores): ``2 q.k - |k|^2``, scaled by 1/sqrt(Ck). Returns the readout [B, Cv, h, w] and each
         memory frame's usage [B, N] (the attention it received, summed over queries): what a bounded
-        memory keeps. Queries go in chunks so the affinity never exceeds ``query_chunk`` x N*h'*w'.
+        memory keeps. Queries go in chunks so one affinity block holds at most ``affinity_budget``
+        numbers per batch item (64 MB in float32 by default), whatever the memory's size.
         """
         b, ck, h, w = key.shape
         n = mem_keys.shape[1]
@@ -143,8 +144,9 @@ class InpaintingNet(nn.Module):
         k_sq = (k * k).sum(1, keepdim=True)  # [B, 1, M]
         q = key.reshape(b, ck, -1)
         outs, usage = [], key.new_zeros(b, k.shape[-1])
-        for s in range(0, q.shape[-1], self.query_chunk):
-            qs = q[..., s:s + self.query_chunk]
+        chunk = max(1, self.affinity_budget // k.shape[-1])
+        for s in range(0, q.shape[-1], chunk):
+            qs = q[..., s:s + chunk]
             sim = (2 * qs.transpose(1, 2) @ k - k_sq) / math.sqrt(ck)  # [B, hw_chunk, M]
             att = sim.softmax(-1)
             outs.append(v @ att.transpose(1, 2))  # [B, Cv, hw_chunk]

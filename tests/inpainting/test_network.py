@@ -58,7 +58,8 @@ def test_memory_read_retrieves_the_value_stored_where_the_key_matches(net):
 
 def test_chunked_read_equals_one_shot():
     torch.manual_seed(2)
-    small, big = InpaintingNet(width=8, key_dim=8, value_dim=8, query_chunk=5), InpaintingNet(width=8, key_dim=8, value_dim=8)
+    small = InpaintingNet(width=8, key_dim=8, value_dim=8, affinity_budget=5 * 48)  # 5 queries a block
+    big = InpaintingNet(width=8, key_dim=8, value_dim=8)
     q, k, v = torch.randn(1, 8, 4, 6), torch.randn(1, 2, 8, 4, 6), torch.randn(1, 2, 8, 4, 6)
     a, ua = small.read(q, k, v)
     b, ub = big.read(q, k, v)

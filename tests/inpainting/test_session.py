@@ -9,9 +9,10 @@ import torch
 from models.common.frames import FolderFrames, read_mask
 from models.inpainting.network import InpaintingNet
 from models.inpainting.robot import Robot
-from models.inpainting.scribbles import parse_scribbles
+from models.inpainting.scribbles import from_mask, parse_scribbles
 from models.inpainting.session import InpaintingSession, default_internal_size
 from tasks.inpainting import synthetic
+from tests.inpainting.conftest import BMX_MASK, need
 
 torch.set_num_threads(1)
 
@@ -149,3 +150,17 @@ def test_bad_calls_say_what_is_wrong(net, clip):
     with pytest.raises(ValueError, match="frame 1 is"):
         InpaintingSession(net, [frames[0], frames[1][:20]], internal_size=(32, 48))
     assert default_internal_size(480, 854) == (244, 432) and default_internal_size(31, 47) == (32, 48)
+
+
+def test_real_video_at_its_own_resolution(net, bmx, tmp_path):
+    """ProPainter's bmx-trees (80 frames, 432x240), its first mask as the user's strokes: every frame
+    gets a mask and a restored frame at 432x240 under the same names, memory within its cap."""
+    reader = FolderFrames(bmx)
+    first = read_mask(need(BMX_MASK) / f"{reader.names[0]}.png")
+    with InpaintingSession(net, reader, internal_size=(60, 108), max_memory=4) as s:
+        s.add_scribbles(0, from_mask(first > 0))
+        s.propagate()
+        assert s.peak_memory <= 4 + 1
+        out = list(s.inpaint())
+    assert len(out) == len(reader) == 80 and [f.name for f in out] == reader.names
+    assert all(f.image.shape == (240, 432, 3) for f in out)
