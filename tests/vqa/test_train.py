@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tasks.core import MokuflowError, dvc_dir_hash, load_params
+from tasks.core.provenance import data_version
 
 REPO = Path(__file__).resolve().parents[2]
 N_TRAIN, BATCH = 8, 4
@@ -104,7 +105,9 @@ def test_train_end_to_end(tiny):
     client = MlflowClient()
     run = client.get_run(run_info["mlflow_run_id"])
     assert run.data.params["vqa.train.max_epochs"] == "2"
-    assert run.data.tags["data_version"] == dvc_dir_hash(tiny / "clean")
+    hashes = {"raw": dvc_dir_hash(tiny / "raw"), "clean": dvc_dir_hash(tiny / "clean")}
+    assert run.data.tags["dvc.md5.raw"] == hashes["raw"] and run.data.tags["dvc.md5.clean"] == hashes["clean"]
+    assert run.data.tags["data_version"] == data_version(hashes)  # raw (media) + clean
     for key in ("train_loss", "val_loss", "val_srcc", "val_pearson"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
 
