@@ -120,3 +120,16 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
         read_json(tmp_path)
     with pytest.raises(MokuflowError, match="not found .has the stage"):
         read_json(tmp_path / "missing.json")
+
+
+def test_saved_models_are_byte_reproducible(tmp_path):
+    """The same weights give the same file whatever its name, so DVC hashes of model.pt agree."""
+    import torch
+
+    from models.common.io import save_torch
+
+    obj = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "config": {"k": 1}}
+    a, b = save_torch(tmp_path / "a" / "model.pt", obj), save_torch(tmp_path / "other.pt", obj)
+    assert a.read_bytes() == b.read_bytes()
+    assert torch.equal(torch.load(a, weights_only=True)["state_dict"]["w"], obj["state_dict"]["w"])
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -34,6 +34,19 @@ def save_atomic(target: str | os.PathLike, write: Callable[[Path], object]) -> P
     return Path(target)
 
 
+def save_torch(target: str | os.PathLike, obj) -> Path:
+    """``torch.save(obj)`` to ``target`` atomically and byte-reproducibly: saved through a buffer, the
+    archive's inner folder is always ``archive`` (saved to a path, torch names it after the temp file,
+    so the same weights gave a different file, and DVC another hash, on every run)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return save_atomic(target, lambda tmp: tmp.write_bytes(buf.getvalue()))
+
+
 def load_payload(path: str | os.PathLike, error: type[Exception], *, map_location="cpu"):
     """``torch.load(path, weights_only=True)``; a missing or unreadable file raises ``error`` naming it."""
     import torch

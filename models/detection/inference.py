@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.common.io import load_payload, save_atomic
+from models.common.io import load_payload, save_torch
 from models.detection.detector import Detector
 
 FORMAT = "mokuflow-detection-v1"
@@ -85,7 +85,7 @@ def save_model(path: str | os.PathLike, detector: Detector, *, category_ids: Seq
         "categories": [{"id": int(i), "name": str(n)} for i, n in zip(category_ids, category_names)],
         "image_size": int(image_size),
     }
-    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch(path, payload)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Detector, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.common.io import load_payload, save_atomic
+from models.common.io import load_payload, save_torch
 from models.inpainting.network import InpaintingNet
 
 FORMAT = "mokuflow-inpainting-v1"
@@ -43,7 +43,7 @@ def save_model(path: str | os.PathLike, net: InpaintingNet, meta: dict | None = 
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": _plain(dict(meta or {})),
     }
-    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch(path, payload)
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[InpaintingNet, dict]:

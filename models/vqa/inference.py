@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.common.io import load_payload, save_atomic
+from models.common.io import load_payload, save_torch
 from models.common.video import FrameCache, read_clip
 from models.vqa.stdam import STDAM, to_model_inputs
 
@@ -59,7 +59,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, frames_cfg: dict, targ
         "target_stats": {"mean": mean, "std": std},
         "state_dict": {k: v.detach().cpu() for k, v in stdam.state_dict().items()},
     }
-    return save_atomic(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch(path, payload)
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[QualityModel, dict]:
