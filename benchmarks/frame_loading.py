@@ -2,7 +2,7 @@
 
 naive    : cv2.VideoCapture.read() on every frame (decode + BGR conversion of all of them), then pick
            the uniformly sampled ones and resize them (what a straightforward loader does).
-read_clip: models.common.video.read_clip (grab() every frame, retrieve() only the sampled ones and
+read_clip: models.vqa.video.read_clip (grab() every frame, retrieve() only the sampled ones and
            their successors), with diff and flow motion.
 cache    : FrameCache.get on a warm cache (two .npy loads).
 
@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.common.video import FrameCache, probe_video, read_clip, sample_positions  # noqa: E402
+from models.vqa.video import FrameCache, probe_video, read_clip, sample_positions  # noqa: E402
 from tasks.vqa import synthetic  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "vqa"

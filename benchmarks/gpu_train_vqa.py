@@ -26,8 +26,8 @@ import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.common.video import MOTIONS, FrameCache  # noqa: E402
 from models.vqa.lit import VQADataModule, VQALitModule  # noqa: E402
+from models.vqa.video import MOTIONS, FrameCache  # noqa: E402
 
 
 class StepTimer(L.Callback):

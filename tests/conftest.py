@@ -50,6 +50,23 @@ TINY = {
     "detection.train.warmup_steps": 5,
     "detection.evaluate.bootstrap": 10,
     "detection.report.n_examples": 2,
+    # inpainting: 8 videos of 6 frames at 32x48, a narrow network, 1 epoch of 4 clips, 2 robot rounds
+    "inpainting.synthetic.n_videos": 8,
+    "inpainting.synthetic.n_frames": 6,
+    "inpainting.synthetic.height": 32,
+    "inpainting.synthetic.width": 48,
+    "inpainting.model.width": 8,
+    "inpainting.model.key_dim": 8,
+    "inpainting.model.value_dim": 16,
+    "inpainting.model.internal_size": [32, 48],
+    "inpainting.model.max_memory": 3,
+    "inpainting.train.max_epochs": 1,
+    "inpainting.train.batch_size": 2,
+    "inpainting.train.samples_per_epoch": 4,
+    "inpainting.train.clip_len": 3,
+    "inpainting.train.warmup_steps": 1,
+    "inpainting.evaluate.rounds": 2,
+    "inpainting.evaluate.bootstrap": 20,
 }
 
 

@@ -1,7 +1,7 @@
 """Hand-crafted-feature baseline for no-reference VQA: classic distortion measures + ridge regression.
 
 The point of the baseline is to show what STDAM adds over cheap, interpretable signal statistics.
-Features are computed on the same sampled frames STDAM sees (``models.common.video.read_clip``), averaged
+Features are computed on the same sampled frames STDAM sees (``models.vqa.video.read_clip``), averaged
 over frames. Temporal features use the motion ``read_clip`` stores with each sampled frame (the change
 to its *successor* frame) when given: consecutive sampled frames are repeats in videos shorter than
 ``n_frames`` and seconds apart in long ones, so comparing them measures the sampling, not the video.

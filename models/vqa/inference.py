@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from models.common.io import load_payload, save_torch
-from models.common.video import FrameCache, read_clip
 from models.vqa.stdam import STDAM, to_model_inputs
+from models.vqa.video import FrameCache, read_clip
 
 
 class ModelFileError(ValueError):

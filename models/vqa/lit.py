@@ -15,9 +15,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
-from models.common.video import MOTIONS, FrameCache
 from models.vqa.losses import QualityLoss
 from models.vqa.stdam import STDAM, to_model_inputs
+from models.vqa.video import MOTIONS, FrameCache
 
 Item = tuple[str, float]  # (video path, quality)
 

@@ -18,6 +18,14 @@ Contract (all studies)::
   empty outputs and the message in ``error``; every other row is answered (``error`` empty).
   A study may answer a row with several output rows (detection: one per detection) or none; its
   ``echo`` columns repeat the input so rows can be matched.
+- Device: every study takes ``params={"device": ...}`` (``auto``, the default: the GPU when there is
+  one; ``cpu``, ``cuda``, ``cuda:1``...); :meth:`StudyPyfunc.device` resolves it once per call, and an
+  unknown or absent device is a :class:`ServingInputError`.
+- Studies that write files (``writes_files = True``, e.g. inpainting's masks and result frames) take
+  ``params={"out_dir": D}`` (required; created if missing): the core gives each input row its own folder
+  ``D/<stem of the row's first input>`` (``-2``, ``-3``... when two rows share a stem) as
+  ``row[OUT_DIR_KEY]``, and the study returns the paths it wrote. Their inputs may be folders
+  (``file_path(row, column, folder=True)``), e.g. a folder of frames.
 
 A study subclasses :class:`StudyPyfunc`: ``load`` (the model file), ``prepare`` (one input row ->
 an item, raising on bad input; runs per row so one bad row fails alone) and ``infer`` (a batch of
@@ -42,6 +50,9 @@ from tasks.core import MokuflowError, log
 
 ARTIFACT_KEY = "model"  # context.artifacts[ARTIFACT_KEY] is the path of the study's model file
 ERROR_COLUMN = "error"
+OUT_DIR_KEY = "_out_dir"  # the row's own output folder, for studies that write files
+CORE_PARAMS = (("device", "string", "auto"),)  # every study's served model takes these
+FILE_PARAMS = (("out_dir", "string", ""),)     # and these when it writes files (out_dir is required)
 # What every study's served code imports; pinned to the installed versions so the served environment
 # matches training (and MLflow skips its ~8 s requirement inference).
 BASE_PACKAGES = ("torch", "lightning", "numpy", "scipy", "opencv-python-headless", "pandas", "pyyaml",
@@ -61,6 +72,7 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
     params: tuple[tuple[str, str, Any], ...] = ()  # (name, MLflow type, default)
     extra_packages: tuple[str, ...] = ()
     batch_size: int = 8
+    writes_files: bool = False                     # outputs are files under params["out_dir"]
 
     # ---- what a study implements
     def load(self, model_file: str) -> None:
@@ -78,9 +90,21 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.load(context.artifacts[ARTIFACT_KEY])
 
+    @classmethod
+    def all_params(cls) -> tuple[tuple[str, str, Any], ...]:
+        """The study's params, then the core's (device; out_dir for studies that write files)."""
+        core = CORE_PARAMS + (FILE_PARAMS if cls.writes_files else ())
+        own = {n for n, _, _ in cls.params}
+        return (*cls.params, *(c for c in core if c[0] not in own))
+
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        p = {name: default for name, _, default in self.params} | dict(params or {})
+        p = {name: default for name, _, default in self.all_params()} | dict(params or {})
+        p["device"] = str(resolve_device(p.get("device")))
         rows = self.input_rows(model_input)
+        if self.writes_files:
+            out_dir = _out_dir(p.get("out_dir"))
+            p["out_dir"] = str(out_dir)
+            rows = [{**r, OUT_DIR_KEY: str(d)} for r, d in zip(rows, row_dirs(out_dir, rows, self.inputs[0][0]))]
         items: list[tuple[int, Any]] = []
         errors: dict[int, str] = {}
         for i, row in enumerate(rows):
@@ -166,7 +190,7 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
             inputs=Schema([ColSpec(t, c) for c, t in cls.inputs]),
             outputs=Schema([ColSpec(t, c) for c, t in cls.outputs]
                            + [ColSpec("string", ERROR_COLUMN, required=False)]),
-            params=ParamSchema([ParamSpec(n, t, d) for n, t, d in cls.params]) if cls.params else None,
+            params=ParamSchema([ParamSpec(n, t, d) for n, t, d in cls.all_params()]),
         )
 
 
@@ -175,15 +199,56 @@ def _message(e: BaseException) -> str:
     return text if text else type(e).__name__
 
 
-def file_path(row: dict, column: str) -> str:
-    """A row's file path made absolute; raises naming the problem when it is empty or missing."""
+def file_path(row: dict, column: str, *, folder: bool = False) -> str:
+    """A row's file path (or, with ``folder``, a file or a folder) made absolute; raises naming the
+    problem when it is empty or missing."""
+    what = "a file or folder path" if folder else "a file path"
     p = row.get(column)
     if not isinstance(p, (str, os.PathLike)) or not str(p).strip():
-        raise ServingInputError(f"{column} must be a file path, got {p!r}")
+        raise ServingInputError(f"{column} must be {what}, got {p!r}")
     path = Path(p).expanduser().resolve()
-    if not path.is_file():
-        raise ServingInputError(f"{path}: file not found")
+    if not (path.is_file() or (folder and path.is_dir())):
+        raise ServingInputError(f"{path}: {'file or folder' if folder else 'file'} not found")
     return str(path)
+
+
+def resolve_device(value) -> Any:
+    """``params["device"]`` as a torch device (:func:`models.common.device.resolve_device`)."""
+    from models.common.device import DeviceError
+    from models.common.device import resolve_device as resolve
+
+    try:
+        return resolve(value)
+    except DeviceError as e:
+        raise ServingInputError(f"params device: {e}") from None
+
+
+def _out_dir(value) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ServingInputError("params out_dir is required: the folder the outputs are written to "
+                                "(predict(df, params={'out_dir': D}))")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ServingInputError(f"{path}: params out_dir is a file, not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def row_dirs(out_dir: Path, rows: list[dict], column: str) -> list[Path]:
+    """Each row's output folder: ``out_dir/<stem of its input>``, ``-2``, ``-3``... for repeated stems."""
+    used: set[str] = set()
+    dirs = []
+    for i, row in enumerate(rows):
+        v = row.get(column)
+        stem = Path(str(v)).stem if isinstance(v, (str, os.PathLike)) and str(v).strip() else f"row{i}"
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip(".") or f"row{i}"
+        name, k = stem, 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name)
+        dirs.append(out_dir / name)
+    return dirs
 
 
 # -------------------------------------------------------------------------------------- logging

@@ -40,10 +40,13 @@ class DetectionPyfunc(StudyPyfunc):
         return read_image(file_path(row, INPUT_COLUMN), self.meta["image_size"])
 
     def infer(self, items: list, params: dict) -> list[list[dict]]:
+        import torch
+
         from models.detection.inference import detect_loaded
 
         variant = "dir" if params.get("use_dir", True) else "none"
-        dets = detect_loaded(self.detector, self.meta, items, variants=(variant,),
+        dev = torch.device(params["device"])  # the core resolved "auto" (the GPU when there is one)
+        dets = detect_loaded(self.detector.to(dev).eval(), self.meta, items, variants=(variant,), device=dev,
                              score_threshold=float(params["score_threshold"]),
                              nms_threshold=float(params["nms_threshold"]),
                              max_detections=int(params["max_detections"]))[variant]

@@ -189,17 +189,12 @@ def _internal_size(value, default: tuple[int, int]) -> tuple[int, int]:
 
 
 def _device(device):
-    import torch
+    from models.common.device import DeviceError, resolve_device
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MokuflowError(f"cloak device: not a torch device: {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MokuflowError(f"cloak device {device!r}: no CUDA device on this machine")
-    return dev
+        return resolve_device(device)
+    except DeviceError as e:
+        raise MokuflowError(f"cloak device: {e}") from None
 
 
 def _fps(video: Path) -> float:

@@ -243,7 +243,7 @@ def _assemble(params: dict, out: Path, rows: list, scores, missing: list, *, tab
 
 def _keep_readable(videos):
     """Probe every video (full decode); drop and report the unreadable or truncated ones."""
-    from models.common.video import VideoReadError, probe_video
+    from models.vqa.video import VideoReadError, probe_video
 
     keep, unreadable = [], []
     for r in progress(list(videos.itertuples(index=False)), "checking videos"):

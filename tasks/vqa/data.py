@@ -12,7 +12,7 @@ FRAME_KEYS = ("n_frames", "height", "width", "motion")
 
 def frames_cfg(params: dict) -> dict:
     """``vqa.frames`` without the cache folder: how every video is sampled, checked."""
-    from models.common.video import MOTIONS  # numpy + OpenCV only
+    from models.vqa.video import MOTIONS  # numpy + OpenCV only
 
     f = params["vqa"]["frames"]
     if f["motion"] not in MOTIONS:
@@ -91,8 +91,8 @@ def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
     *sampled* frames are repeats in short videos and far apart in long ones."""
     import numpy as np
 
-    from models.common.video import FrameCache, VideoReadError
     from models.vqa.baseline import handcrafted_features
+    from models.vqa.video import FrameCache, VideoReadError
 
     cache = FrameCache(cache_dir, **{k: frames[k] for k in FRAME_KEYS})
     rows = []

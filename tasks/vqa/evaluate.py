@@ -53,8 +53,8 @@ def predict_stdam(params: dict, paths: list[str]):
     """STDAM scores of the videos (GPU when there is one), frames through the shared cache."""
     import torch
 
-    from models.common.video import FrameCache, VideoReadError
     from models.vqa.inference import ModelFileError, load_model, predict_paths
+    from models.vqa.video import FrameCache, VideoReadError
 
     model_pt = resolve(params, params["vqa"]["train"]["out_dir"]) / "model.pt"
     if not model_pt.is_file():

@@ -9,7 +9,7 @@ Any readable video of any resolution / length works: frames are sampled as at tr
 ``frames`` config stored in model.pt). Relative paths resolve against the caller's cwd. The input may
 also be a dict (``{"video_path": [...]}``), a list of dicts or a plain list of paths.
 
-What is refused and what is scored (``models.common.video`` decides, the same rules as training):
+What is refused and what is scored (``models.vqa.video`` decides, the same rules as training):
 
 - refused, the row gets a NaN quality and the reason in ``error``: a missing, empty or unopenable
   file, no decodable frame, frames under 8 px a side (a 1x1 video), a single decodable frame;
@@ -41,7 +41,7 @@ class VQAPyfunc(StudyPyfunc):
     def prepare(self, row: dict, params: dict):
         """The row's clip (frames, motion); raises VideoReadError for a refused video (see the module
         docstring), which the core turns into that row's ``error``."""
-        from models.common.video import read_clip
+        from models.vqa.video import read_clip
 
         cfg = {k: self.frames_cfg[k] for k in ("n_frames", "height", "width", "motion")}
         return read_clip(file_path(row, INPUT_COLUMN), **cfg)
@@ -52,8 +52,10 @@ class VQAPyfunc(StudyPyfunc):
 
         from models.vqa.stdam import to_model_inputs
 
+        dev = torch.device(params["device"])  # the core resolved "auto" (the GPU when there is one)
+        model = self.model.to(dev)
         with torch.no_grad():
             frames, motion = to_model_inputs(torch.from_numpy(np.stack([c[0] for c in items])),
                                              torch.from_numpy(np.stack([c[1] for c in items])))
-            scores = self.model(frames, motion).float().numpy().astype(np.float64)
+            scores = model(frames.to(dev), motion.to(dev)).float().cpu().numpy().astype(np.float64)
         return [[{OUTPUT_COLUMN: float(s)}] for s in scores]

@@ -28,7 +28,7 @@ def load_items(params: dict) -> dict[str, list[tuple[str, float]]]:
 
 
 def model_kwargs(params: dict) -> dict:
-    from models.common.video import MOTIONS
+    from models.vqa.video import MOTIONS
 
     m, motion = params["vqa"]["model"], frames_cfg(params)["motion"]
     pretrained = resolve(params, m["pretrained"]) if m.get("pretrained") else None

@@ -166,7 +166,7 @@ def test_folder_raw_scores(tmp_path):
 
 
 def test_truncated_video_is_left_out(tmp_path, monkeypatch):
-    from models.common import video
+    from models.vqa import video
 
     for i in range(2):
         tiny_video(tmp_path / "vids" / f"v{i}.mp4", seed=i)

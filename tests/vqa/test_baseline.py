@@ -186,7 +186,7 @@ def _moving(n: int, *, h: int = 32, w: int = 48, brightness=None) -> np.ndarray:
 
 
 def _sampled(tmp_path, frames, *, n_frames, motion="diff", name="v.mp4"):
-    from models.common.video import read_clip
+    from models.vqa.video import read_clip
     from tasks.vqa.synthetic import write_mp4
 
     p = tmp_path / name

@@ -146,7 +146,7 @@ def _cut(src: Path, dst: Path, share: float = 0.5) -> Path:
 
 
 def test_partly_decodable_video_is_scored_with_a_warning(tmp_path, caplog):
-    from models.common.video import probe_video, read_clip
+    from models.vqa.video import probe_video, read_clip
 
     full = _avi(tmp_path / "full.avi", 60, 32, 32)
     cut = _cut(full, tmp_path / "cut.avi")
@@ -165,7 +165,7 @@ def test_partly_decodable_video_is_scored_with_a_warning(tmp_path, caplog):
 @pytest.mark.parametrize("n, h, w, problem", [
     (10, 1, 1, "too small"), (10, 4, 6, "too small"), (1, 32, 32, "still image")])
 def test_tiny_and_one_frame_videos_are_refused(tmp_path, n, h, w, problem):
-    from models.common.video import VideoReadError, probe_video, read_clip
+    from models.vqa.video import VideoReadError, probe_video, read_clip
 
     p = _avi(tmp_path / "v.avi", n, h, w)
     for call in (lambda: read_clip(p, n_frames=4, height=16, width=16), lambda: probe_video(p)):
@@ -177,7 +177,7 @@ def test_tiny_and_one_frame_videos_are_refused(tmp_path, n, h, w, problem):
 def test_bit_flipped_videos_are_refused_or_scored_with_a_warning(tmp_path, caplog):
     """Flipped bytes: refused naming the file when nothing usable decodes; scored with a logged warning
     when frames are lost; scored silently only when every announced frame decodes."""
-    from models.common.video import VideoReadError, probe_video, read_clip
+    from models.vqa.video import VideoReadError, probe_video, read_clip
     from tasks.vqa.synthetic import write_mp4
 
     write_mp4(tmp_path / "v.mp4", np.random.default_rng(0).integers(0, 255, (12, 32, 32, 3), dtype=np.uint8),
@@ -250,7 +250,7 @@ def test_acquire_refuses_a_raw_dir_holding_its_source(tmp_path):
 # ------------------------------------------------------------------------------------------ frame cache
 
 def _cache_and_video(tmp_path):
-    from models.common.video import FrameCache
+    from models.vqa.video import FrameCache
     from tasks.vqa.synthetic import write_mp4
 
     p = tmp_path / "v.mp4"
@@ -262,7 +262,7 @@ def _cache_and_video(tmp_path):
 @pytest.mark.parametrize("damage", ["same-shape-other-content", "zero-byte", "wrong-shape", "folder",
                                     "bad-checksum-file", "motion-truncated"])
 def test_damaged_cache_entry_is_rebuilt_and_logged_once(tmp_path, caplog, damage):
-    from models.common import video
+    from models.vqa import video
 
     cache, p = _cache_and_video(tmp_path)
     frames, motion = cache.get(p)
@@ -304,7 +304,7 @@ def test_cache_entry_without_checksum_is_a_plain_miss(tmp_path, caplog):
 
 
 def test_unwritable_cache_still_answers(tmp_path, caplog):
-    from models.common import video
+    from models.vqa import video
 
     cache, p = _cache_and_video(tmp_path)
     (tmp_path / "cache").write_text("a file where the cache folder should be")

@@ -155,8 +155,8 @@ def _write_video(path: Path, *, n=6, h=32, w=32, seed=0):
 
 
 def test_save_load_round_trip_identical_predictions(tmp_path):
-    from models.common.video import FrameCache
     from models.vqa.inference import load_model, predict_paths, save_model
+    from models.vqa.video import FrameCache
 
     torch.manual_seed(0)
     model = STDAM(**TINY).eval()
@@ -169,7 +169,7 @@ def test_save_load_round_trip_identical_predictions(tmp_path):
     got = predict_paths(loaded, cfg, paths, batch_size=2, cache=cache)
     assert got.shape == (3,) and np.isfinite(got).all()
     # Same as the original network mapped to the quality scale by hand.
-    from models.common.video import read_clip
+    from models.vqa.video import read_clip
     clips = [read_clip(p, **frames_cfg) for p in paths]
     f = torch.from_numpy(np.stack([c[0] for c in clips])).permute(0, 1, 4, 2, 3).float() / 255
     m = torch.from_numpy(np.stack([c[1] for c in clips])).permute(0, 1, 4, 2, 3)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.common.video import read_clip  # noqa: E402
+from models.vqa.video import read_clip  # noqa: E402
 from tasks.vqa import synthetic  # noqa: E402
 
 SMALL = dict(n_contents=2, versions_per_content=3, n_frames=6, height=32, width=48, fps=8)

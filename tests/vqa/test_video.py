@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.common import video  # noqa: E402
-from models.common.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402
+from models.vqa import video  # noqa: E402
+from models.vqa.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402
 from tasks.vqa.synthetic import write_mp4  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "vqa"
