@@ -213,6 +213,8 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=120.0)
     ap.add_argument("--probe", type=int, default=6, help="frames timed at the session's default 240x432 (0: skip)")
     ap.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--model", type=Path, default=None,
+                    help="also a model file (e.g. the pipeline's artifacts/inpainting/train/model.pt), at its own internal size")
     ap.add_argument("--one", nargs=4, default=None, help=argparse.SUPPRESS)  # NET VIDEO SCRIBBLES OUT: one run
     args = ap.parse_args()
     if args.one:
@@ -231,6 +233,11 @@ def main() -> None:
     nets = {"untrained": (InpaintingNet().eval(), None)}
     if args.train_seconds > 0:
         nets["trained"] = quick_train(args.train_seconds)
+    if args.model is not None:
+        from models.inpainting.inference import load_model
+
+        net, meta = load_model(args.model)
+        nets["pipeline"] = (net, {"model_file": str(args.model), "internal_size": list(meta["internal_size"])})
     results = {"video": "bmx-trees (80 frames, 432x240)", "internal_size": list(internal), "max_memory": 8,
                "torch_threads": 1, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                "torch": torch.__version__, "load_avg_1m": round(os.getloadavg()[0], 2)},
@@ -239,16 +246,18 @@ def main() -> None:
 
     for name, (net, info) in nets.items():
         r = {"train": info, "lengths": {}}
-        net_file = save_model(tmp / f"{name}.pt", net, {"internal_size": list(internal), "max_memory": 8})
+        size = tuple((info or {}).get("internal_size") or internal)  # the pipeline's model: its own size
+        r["internal_size"] = list(size)
+        net_file = save_model(tmp / f"{name}.pt", net, {"internal_size": list(size), "max_memory": 8})
         for k, (video, scribbles) in videos.items():
             if k != 1 and name != "untrained":
                 continue  # memory vs length does not depend on the weights: measured once
             out = tmp / f"out-{name}-x{k}"
-            r["lengths"][f"x{k}"] = run_cloak(net_file, video, scribbles, out, internal)
+            r["lengths"][f"x{k}"] = run_cloak(net_file, video, scribbles, out, size)
             if k == 1:
                 r["J"] = round(j_against_fixture(out), 4)
             print(name, f"x{k}", r["lengths"][f"x{k}"], flush=True)
-        r["hole_psnr"] = hole_psnr(net, frames, holes, internal)
+        r["hole_psnr"] = hole_psnr(net, frames, holes, size)
         print(name, "J", r.get("J"), "hole PSNR", r["hole_psnr"], flush=True)
         results["nets"][name] = r
     if args.probe > 0:
@@ -282,12 +291,12 @@ def markdown(r: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, n in r["nets"].items():
         for k, v in n["lengths"].items():
-            lines.append(f"| {name} | {k} | {v['n_frames']} | {v['frames_per_s']:.2f} | {v['peak_rss_mib']} | "
+            lines.append(f"| {name} ({n.get('internal_size', [h, w])[1]}x{n.get('internal_size', [h, w])[0]}) | {k} | {v['n_frames']} | {v['frames_per_s']:.2f} | {v['peak_rss_mib']} | "
                          f"{v['max_rss_total_mib']} | {v['tracemalloc_peak_mib']} | {v['peak_memory_frames']} |")
     lines += ["", "| net | J vs fixture masks | hole PSNR model | Telea | aligned copy |", "|---|---|---|---|---|"]
     for name, n in r["nets"].items():
         p = n["hole_psnr"]
-        lines.append(f"| {name} | {n['J']:.3f} | {p['model']:.2f} | {p['telea']:.2f} | {p['temporal']:.2f} |")
+        lines.append(f"| {name} ({n.get('internal_size', [h, w])[1]}x{n.get('internal_size', [h, w])[0]}) | {n['J']:.3f} | {p['model']:.2f} | {p['telea']:.2f} | {p['temporal']:.2f} |")
     tr = r["nets"].get("trained", {}).get("train")
     if tr:
         lines += ["", f"trained: {tr['steps']} Adam steps ({tr['clips']} clips of 3 frames at 64x96) in "
