@@ -96,6 +96,12 @@ def _md5(path: Path, memo: dict) -> str:
 
 def features(params: dict, rows: Sequence[dict], vocab, cfg, *, root: Path | None = None) -> dict[str, np.ndarray]:
     """Stacked features of ``rows`` (paths relative to ``root``, default raw_dir), from the cache when there."""
+    # the readers are imported whether the cache answers or not: what a stage imports (and so its
+    # dvc.yaml deps) must not depend on the cache's state
+    import models.common.frames  # noqa: F401
+    import models.relationship.audio  # noqa: F401
+    import tasks.relationship.subtitles  # noqa: F401
+    import tasks.relationship.tracks  # noqa: F401
     from models.relationship.features import clip_features, stack
     from tasks.core import atomic_path
     from tasks.relationship.data import _path, clip_inputs
