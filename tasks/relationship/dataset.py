@@ -33,13 +33,18 @@ def labelled_rows(params: dict, split: str | None = None, *, min_n: int = 1) -> 
     of one split (None: every split); rows whose clip has no clean label are left out."""
     import pandas as pd
 
+    names = list(params["relationship"]["clean"]["labels"])
+    if len(names) != 5:
+        raise MokuflowError(f"{params.get('_file', 'params.yaml')}: relationship.clean.labels: the model needs five "
+                            f"classes, most negative first (the coarse task groups them 2 / 1 / 2), got {names}; "
+                            "the clean tool alone takes any label set")
     manifest, labels = raw_root(params) / "manifest.csv", clean_root(params) / "labels.csv"
     for path, stage in ((manifest, "acquire"), (labels, "clean")):
         if not path.is_file():
             raise MokuflowError(f"{path}: not found (run the {stage} stage first)")
     rows = pd.read_csv(manifest, keep_default_na=False, dtype=str)
     clean = pd.read_csv(labels, keep_default_na=False, dtype=str)
-    known = set(params["relationship"]["clean"]["labels"])
+    known = set(names)
     if not set(clean["label"]) <= known:
         raise MokuflowError(f"{labels}: labels {sorted(set(clean['label']) - known)} are not in relationship.clean.labels "
                             f"{sorted(known)} (re-run the clean stage)")

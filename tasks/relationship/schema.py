@@ -67,8 +67,9 @@ class Synthetic(Section):
 
 
 class Clean(Section):
-    # five classes, most negative first: the coarse task groups the first two, the middle one, the last two
-    labels: list[str] = Field(default_factory=lambda: list(LABELS), min_length=5, max_length=5)
+    # the clean tool takes any label set (2 or more); the model needs five, most negative first
+    # (the coarse task groups the first two, the middle one, the last two): train refuses other sets
+    labels: list[str] = Field(default_factory=lambda: list(LABELS), min_length=2)
     max_iter: int = Field(ge=1)
     tol: float = Field(gt=0, lt=1)
 
@@ -77,7 +78,7 @@ class Clean(Section):
     def _distinct(cls, v: list[str]) -> list[str]:
         v = [str(x).strip() for x in v]
         if "" in v or len(set(v)) != len(v):
-            raise ValueError(f"expected five distinct, non-empty labels, got {v}")
+            raise ValueError(f"expected distinct, non-empty labels, got {v}")
         return v
 
 

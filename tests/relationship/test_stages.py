@@ -328,3 +328,22 @@ def test_clean_cli_is_a_general_tool_and_refuses_a_label_outside_the_set(project
     assert len(lines) == 1 and lines[0].startswith("mokuflow relationship clean: error:")
     assert "bad.csv" in lines[0] and "lines [3]" in lines[0] and "furious" in lines[0]
     assert not (tmp_path / "out2").exists()
+
+
+def test_clean_tool_takes_any_label_set_the_model_needs_five(tmp_path):
+    """The clean tool is general (binary and four-class crowds); training refuses a set other than five."""
+    from tasks.core import MokuflowError, load_params
+    from tasks.relationship import clean as clean_stage
+    from tasks.relationship.dataset import labelled_rows
+
+    raw = tmp_path / "raw.csv"
+    raw.write_text("clip_id,annotator_id,label\na,u1,yes\na,u2,yes\na,u3,no\nb,u1,no\nb,u2,no\nb,u3,no\n")
+    p = load_params(write_tiny_params(tmp_path, {"relationship.clean.labels": ["no", "yes"]}))
+    out = clean_stage.run(p, labels=str(raw), out=str(tmp_path / "out"))
+    assert out["n_clips"] == 2
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "labels.csv").set_index("clip_id")["label"].to_dict()
+    assert table == {"a": "yes", "b": "no"}
+    with pytest.raises(MokuflowError, match="the model needs five classes"):
+        labelled_rows(p)
