@@ -67,6 +67,28 @@ TINY = {
     "inpainting.train.warmup_steps": 1,
     "inpainting.evaluate.rounds": 2,
     "inpainting.evaluate.bootstrap": 20,
+    # relationship: 24 short clips, a network of a few thousand weights, 2 epochs (+ 1 of concat fusion)
+    "relationship.synthetic.n_clips": 24,
+    "relationship.synthetic.height": 48,
+    "relationship.synthetic.width": 64,
+    "relationship.synthetic.min_seconds": 1.5,
+    "relationship.synthetic.max_seconds": 2.0,
+    "relationship.synthetic.labels_per_clip": 3,
+    "relationship.features.n_steps": 6,
+    "relationship.features.face_size": 8,
+    "relationship.features.body_height": 12,
+    "relationship.features.body_width": 8,
+    "relationship.features.n_mels": 16,
+    "relationship.features.mel_steps": 2,
+    "relationship.features.max_tokens": 6,
+    "relationship.model.dim": 8,
+    "relationship.model.channels": 4,
+    "relationship.train.max_epochs": 2,
+    "relationship.train.batch_size": 8,
+    "relationship.train.warmup_steps": 1,
+    "relationship.evaluate.ablation_epochs": 1,
+    "relationship.evaluate.bootstrap": 50,
+    "relationship.evaluate.min_clips_for_verdict": 3,
 }
 
 

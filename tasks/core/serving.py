@@ -5,7 +5,8 @@ Contract (all studies)::
     model = mlflow.pyfunc.load_model("models:/<study>@champion")
     out = model.predict(pd.DataFrame({<input columns>: [...]}), params={...})
 
-- Input: a DataFrame with the study's input columns (extra columns are ignored), a dict of lists
+- Input: a DataFrame with the study's input columns (extra columns are ignored; a study's
+  ``optional_inputs`` are passed on to ``prepare`` when present), a dict of lists
   (or of single values: one row), or a list of dicts (one per row). Through
   ``mlflow.pyfunc.load_model`` MLflow checks the input against the signature first: it passes a
   dict of lists on as one row of list cells, which :meth:`StudyPyfunc.input_rows` spreads back into
@@ -67,6 +68,7 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
     """Base of every study's served model; see the module docstring for the contract."""
 
     inputs: tuple[tuple[str, str], ...] = ()       # (column, MLflow type), required
+    optional_inputs: tuple[tuple[str, str], ...] = ()  # (column, MLflow type), passed on when present
     outputs: tuple[tuple[str, str], ...] = ()      # (column, MLflow type)
     echo: tuple[str, ...] = ()                     # input columns repeated in every output row
     params: tuple[tuple[str, str, Any], ...] = ()  # (name, MLflow type, default)
@@ -152,15 +154,17 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
             raise ServingInputError(f"model input: expected a DataFrame with columns {names}, "
                                     f"got {type(model_input).__name__}")
         if len(model_input) == 1 and names and all(c in model_input.columns for c in names):
-            cells = [model_input[c].iloc[0] for c in names]
+            given = names + [c for c, _ in self.optional_inputs if c in model_input.columns]
+            cells = [model_input[c].iloc[0] for c in given]
             if all(isinstance(v, (list, tuple)) for v in cells) and len({len(v) for v in cells}) == 1:
                 # MLflow's schema check turns a dict of lists into one row of list cells: spread it
-                model_input = pd.DataFrame({c: list(v) for c, v in zip(names, cells)})
+                model_input = pd.DataFrame({c: list(v) for c, v in zip(given, cells)})
         missing = [c for c in names if c not in model_input.columns]
         if missing:
             raise ServingInputError(f"model input: missing column(s) {missing} (expected {names}, "
                                     f"got {list(model_input.columns)})")
-        return model_input[names].to_dict("records")
+        optional = [c for c, _ in self.optional_inputs if c in model_input.columns]
+        return model_input[names + optional].to_dict("records")
 
     def assemble(self, rows: list[dict], answers: dict[int, list[dict]], errors: dict[int, str]) -> pd.DataFrame:
         out_cols = [c for c, _ in self.outputs]
@@ -187,10 +191,13 @@ class StudyPyfunc(mlflow.pyfunc.PythonModel):
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
         return ModelSignature(
-            inputs=Schema([ColSpec(t, c) for c, t in cls.inputs]),
+            inputs=Schema([ColSpec(t, c) for c, t in cls.inputs]
+                          + [ColSpec(t, c, required=False) for c, t in cls.optional_inputs]),
             outputs=Schema([ColSpec(t, c) for c, t in cls.outputs]
                            + [ColSpec("string", ERROR_COLUMN, required=False)]),
-            params=ParamSchema([ParamSpec(n, t, d) for n, t, d in cls.all_params()]),
+            # a list default is a list param (e.g. relationship's modalities)
+            params=ParamSchema([ParamSpec(n, t, list(d), shape=(-1,)) if isinstance(d, (list, tuple))
+                                else ParamSpec(n, t, d) for n, t, d in cls.all_params()]),
         )
 
 
@@ -292,6 +299,7 @@ def log_pyfunc(params: dict, study, model_file: str | os.PathLike, *,
             code_paths=code_paths(), pip_requirements=pip_requirements((*BASE_PACKAGES, *cls.extra_packages)),
             signature=cls.signature(), registered_model_name=registered_model_name,
             metadata={"study": study.name, "inputs": [c for c, _ in cls.inputs],
+                      "optional_inputs": [c for c, _ in cls.optional_inputs],
                       "outputs": [c for c, _ in cls.outputs],
                       "data_source": str(params.get(study.name, {}).get("data", {}).get("source"))})
     if registered_model_name is None:

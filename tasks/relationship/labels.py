@@ -118,7 +118,8 @@ def _summary(path: Path, res, mv, *, n_missing: int, n_unlabelled: int, seconds:
     log(f"clean: Dawid-Skene on {int(res.n_labels.sum())} labels of {len(res.items)} clips by "
         f"{len(res.annotators)} annotators: {res.n_iter} iterations in {seconds:.2f} s")
     return {
-        "labels_table": str(path), "method": "dawid-skene", "classes": res.classes.tolist(),
+        "labels_table": path.name,  # no absolute path in a file DVC hashes
+        "method": "dawid-skene", "classes": res.classes.tolist(),
         "n_labels": int(res.n_labels.sum()), "n_missing_labels": n_missing, "n_clips": len(res.items),
         "n_unlabelled_clips": int(n_unlabelled), "n_annotators": len(res.annotators),
         "n_iter": res.n_iter, "converged": bool(res.converged), "log_likelihood": res.log_likelihood,
