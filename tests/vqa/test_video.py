@@ -11,8 +11,9 @@ import pytest
 from models.vqa import video  # noqa: E402
 from models.vqa.video import FrameCache, VideoReadError, probe_video, read_clip  # noqa: E402
 from tasks.vqa.synthetic import write_mp4  # noqa: E402
+from tests.conftest import FIXTURES as ALL_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "vqa"
+FIXTURES = ALL_FIXTURES / "vqa"
 REAL = ["konvid_10053703034.mp4", "vsfa_test.mp4"]
 
 
