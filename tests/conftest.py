@@ -86,6 +86,7 @@ TINY = {
     "relationship.train.max_epochs": 2,
     "relationship.train.batch_size": 8,
     "relationship.train.warmup_steps": 1,
+    "relationship.evaluate.ablation_fusions": ["concat"],
     "relationship.evaluate.ablation_epochs": 1,
     "relationship.evaluate.bootstrap": 50,
     "relationship.evaluate.min_clips_for_verdict": 3,

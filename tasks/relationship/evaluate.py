@@ -2,8 +2,8 @@
 
 Variants, all on the same test features: the model (``relationship.model.fusion``, default ``sync``,
 every modality); the same model predicting from one modality alone (``visual``, ``audio``, ``text``:
-the others masked at inference, as served with ``params={"modalities": [...]}``); and each other fusion
-the train stage fitted (``relationship.evaluate.ablation_fusions``: ``concat``, ``late``).
+the others masked at inference, as served with ``params={"modalities": [...]}``); the same model with
+one modality missing (``without_audio``...: the other two); and each other fusion the train stage fitted (``relationship.evaluate.ablation_fusions``: ``concat``, ``late``).
 
 Per variant: accuracy, macro-F1 (over the classes present in truth or predictions), per-class F1 and
 coarse accuracy (negative / neutral / positive, from the coarse head), each with a 95 % bootstrap
@@ -60,6 +60,10 @@ def run(params: dict, **kwargs) -> dict:
     for m in SINGLE:
         if m in model.net.modalities:
             predictions[m] = predict_proba(model.net, feats, modalities=[m], device=device)
+    for m in SINGLE:  # one modality missing at test time (as a clip without audio or subtitles is served)
+        rest = [x for x in model.net.modalities if x != m]
+        if m in model.net.modalities and len(rest) > 1:
+            predictions[f"without_{m}"] = predict_proba(model.net, feats, modalities=rest, device=device)
     for name, net in ablations.items():
         predictions[name] = predict_proba(net, feats, device=device)
     log(f"evaluate: {len(rows)} test clip pairs, variants {list(predictions)} ({device})")

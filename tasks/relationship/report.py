@@ -18,7 +18,8 @@ MAX_ANNOTATORS = 40
 VARIANT_LABEL = {"sync": "synchronous modal-temporal attention", "concat": "concatenation + temporal attention",
                  "late": "late fusion (per-modality heads, probabilities averaged)",
                  "visual": "visual alone (same model)", "audio": "audio alone (same model)",
-                 "text": "text alone (same model)"}
+                 "text": "text alone (same model)", "without_visual": "no visual at test time (same model)",
+                 "without_audio": "no audio at test time (same model)", "without_text": "no subtitles at test time (same model)"}
 
 
 def run(params: dict, **kwargs) -> dict:
