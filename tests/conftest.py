@@ -124,3 +124,28 @@ def fixtures_dir():
     if not FIXTURES.is_dir():
         pytest.skip(f"real fixtures not found at {FIXTURES} (../shared absent)")
     return FIXTURES
+
+
+def kill_after_first_checkpoint(cmd: list[str], runs_dir: Path, *, timeout: float, settle: float) -> None:
+    """Start a train stage (``cmd``, from the repo, this checkout on PYTHONPATH) and SIGKILL it
+    ``settle`` s after its first ``<runs_dir>/*/checkpoints/last.ckpt`` appears; fails when no
+    checkpoint comes within ``timeout`` s or the run finished before the kill."""
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(runs_dir.glob("*/checkpoints/last.ckpt")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout:g} s"
+            time.sleep(0.02)
+        time.sleep(settle)  # a few more steps, so the kill lands mid-run
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"

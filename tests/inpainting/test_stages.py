@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import FIXTURES, REPO, write_tiny_params
+from tests.conftest import FIXTURES, REPO, kill_after_first_checkpoint, write_tiny_params
 
 STAGES = ("acquire", "clean", "train", "evaluate", "report", "register")
 BMX = FIXTURES / "inpainting" / "object_removal" / "bmx-trees"
@@ -272,21 +270,8 @@ def test_resume_after_kill(project, tmp_path):
     epochs = 6
     cmd = [sys.executable, "-m", "tasks.cli", "inpainting", "train", "--params", str(tmp_path / "params.yaml"),
            "--set", "inpainting.train.checkpoint_every_n_steps=1", "--set", f"inpainting.train.max_epochs={epochs}"]
+    kill_after_first_checkpoint(cmd, tmp_path / "runs/inpainting", timeout=180, settle=0.2)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    try:
-        while not list((tmp_path / "runs/inpainting").glob("*/checkpoints/last.ckpt")):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 180 s"
-            time.sleep(0.02)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "artifacts/inpainting/train/model.pt").exists()
     (run_dir,) = (tmp_path / "runs/inpainting").iterdir()
     first = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]

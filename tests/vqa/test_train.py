@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import yaml
 
 from tasks.core import MokuflowError, dvc_dir_hash, load_params
 from tasks.core.provenance import data_version
+from tests.conftest import kill_after_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 N_TRAIN, BATCH = 8, 4
@@ -145,21 +144,8 @@ def test_resume_after_kill(tiny):
     params_file = make_params(tiny)
     cmd = _train_cmd(["--params", str(params_file), "--set", "vqa.train.checkpoint_every_n_steps=1",
                       "--set", f"vqa.train.max_epochs={epochs}"])
+    kill_after_first_checkpoint(cmd, tiny / "runs", timeout=120, settle=0.1)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while not list((tiny / "runs").glob("*/checkpoints/last.ckpt")):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.02)
-        time.sleep(0.1)  # a few more steps, so the kill lands mid-run
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tiny / "out").exists()
     (run_dir,) = (tiny / "runs").iterdir()
     first_run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
