@@ -5,6 +5,10 @@ Feature cache: ``<train.cache_dir>/<key of feature config + vocabulary>/<key of 
 row's key covers its clip id, pair, paths and the md5 of every file it names, so a changed clip (or
 subtitle, tracks, audio file) is extracted again and an unchanged one never is. Written atomically;
 a corrupt cache file is extracted again.
+
+A clip that cannot be read (an unreadable video, a malformed SRT, a tracks file without one of the
+pair...) is left out of training and evaluation by :func:`readable_features`, which returns it with
+its one-line reason; the stages list those clips in their summaries and the report shows them.
 """
 from __future__ import annotations
 
@@ -77,18 +81,21 @@ def feature_config(params: dict):
 
 
 def build_vocab(params: dict, rows: Sequence[dict]):
-    """The vocabulary of the training rows' subtitles (each file read once)."""
+    """The vocabulary of the training rows' subtitles (each file read once; a file that cannot be read
+    is passed over here: its clip is left out, with the reason, by :func:`readable_features`)."""
     from models.relationship.features import Vocabulary
     from tasks.relationship.data import subtitle_texts
 
     f = params["relationship"]["features"]
-    seen, unique = set(), []
+    seen, texts = set(), []
     for r in rows:
         if r.get("subtitle_path") not in seen:
             seen.add(r.get("subtitle_path"))
-            unique.append(r)
-    return Vocabulary.build(subtitle_texts(raw_root(params), unique), min_count=int(f["vocab_min_count"]),
-                            max_size=f["vocab_max_size"])
+            try:
+                texts += subtitle_texts(raw_root(params), [r])
+            except MokuflowError:
+                pass
+    return Vocabulary.build(texts, min_count=int(f["vocab_min_count"]), max_size=f["vocab_max_size"])
 
 
 def _md5(path: Path, memo: dict) -> str:
@@ -100,7 +107,17 @@ def _md5(path: Path, memo: dict) -> str:
 
 
 def features(params: dict, rows: Sequence[dict], vocab, cfg, *, root: Path | None = None) -> dict[str, np.ndarray]:
-    """Stacked features of ``rows`` (paths relative to ``root``, default raw_dir), from the cache when there."""
+    """Stacked features of ``rows`` (paths relative to ``root``, default raw_dir), from the cache when
+    there; a row that cannot be read is a MokuflowError naming its file."""
+    feats, _, _ = readable_features(params, rows, vocab, cfg, root=root, strict=True)
+    return feats
+
+
+def readable_features(params: dict, rows: Sequence[dict], vocab, cfg, *, root: Path | None = None,
+                      strict: bool = False) -> tuple[dict[str, np.ndarray], list[dict], list[dict]]:
+    """(stacked features, the rows kept, the rows left out) of ``rows``. A row whose files cannot be
+    read is left out with ``{"clip_id", "char_a", "char_b", "split", "error"}`` (``strict``: raised).
+    None of the rows readable is an error: there is nothing to train or evaluate on."""
     # the readers are imported whether the cache answers or not: what a stage imports (and so its
     # dvc.yaml deps) must not depend on the cache's state
     import models.common.frames  # noqa: F401
@@ -115,14 +132,22 @@ def features(params: dict, rows: Sequence[dict], vocab, cfg, *, root: Path | Non
     cache = resolve(params, params["relationship"]["train"]["cache_dir"]) / _digest(
         {"features": cfg.to_dict(), "vocab": list(vocab.words)})
     memo: dict = {}
-    items, hits = [], 0
+    items, kept, skipped, hits = [], [], [], 0
     for row in progress(list(rows), "features"):
         key = {k: str(row.get(k) or "") for k in ROW_KEYS}
         key["md5"] = [_md5(p, memo) for p in (_path(root, row.get(c)) for c in ROW_KEYS[1:4] + ROW_KEYS[6:]) if p]
         path = cache / f"{_digest(key)}.npz"
         item = _read(path)
         if item is None:
-            frames, fps, a, b, audio, cues = clip_inputs(root, row, sample_rate=cfg.sample_rate)
+            try:
+                frames, fps, a, b, audio, cues = clip_inputs(root, row, sample_rate=cfg.sample_rate)
+            except MokuflowError as e:
+                if strict:
+                    raise
+                skipped.append({**{k: str(row.get(k, "")) for k in ("clip_id", "char_a", "char_b", "split")},
+                                "error": str(e)})
+                log(f"features: left out clip {row.get('clip_id')}: {e}")
+                continue
             item = clip_features(frames, fps, a, b, audio, cues, vocab, cfg)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -131,8 +156,13 @@ def features(params: dict, rows: Sequence[dict], vocab, cfg, *, root: Path | Non
         else:
             hits += 1
         items.append(item)
-    log(f"features: {len(items)} clip pairs ({hits} from the cache {cache})")
-    return stack(items)
+        kept.append(row)
+    log(f"features: {len(items)} clip pairs ({hits} from the cache {cache})"
+        + (f", {len(skipped)} left out (unreadable)" if skipped else ""))
+    if not items:
+        raise MokuflowError(f"{root}: none of the {len(skipped)} clip pairs could be read; the first: "
+                            f"{skipped[0]['error'] if skipped else 'no rows'}")
+    return stack(items), kept, skipped
 
 
 def _digest(obj) -> str:

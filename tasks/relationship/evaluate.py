@@ -15,8 +15,10 @@ or with fewer than ``min_clips_for_verdict`` test pairs:
 - ``fusion_beats_single_modality``: the model beats each of visual, audio, text alone;
 - ``sync_beats_other_fusion``: the model's fusion beats each other fusion trained.
 
-Writes ``<evaluate.out_dir>/``: metrics.json (the summary), per_clip.csv (truth and each variant's
-prediction). Logs ``test_<metric>[_ci_low|_ci_high]`` (model) and ``test_<variant>_<metric>`` to the
+A test clip that cannot be read is left out and listed in metrics.json's ``skipped_clips`` with the
+reason. Writes ``<evaluate.out_dir>/``: metrics.json (the summary, with the fine and coarse confusion
+matrices and ``relationship.evaluate.n_examples`` example clips), per_clip.csv (truth and each variant's
+prediction), examples/<clip_id>.png (the examples' middle frames with the pair's boxes). Logs ``test_<metric>[_ci_low|_ci_high]`` (model) and ``test_<variant>_<metric>`` to the
 pipeline's MLflow run.
 """
 from __future__ import annotations
@@ -36,7 +38,8 @@ METRICS = ("accuracy", "macro_f1", "coarse_accuracy")
 def run(params: dict, **kwargs) -> dict:
     import torch
 
-    from models.relationship.inference import ModelFileError, load_ablations, load_model, predict_proba
+    from models.relationship.inference import COARSE_LABELS, ModelFileError, load_ablations, load_model, predict_proba
+    from models.relationship.network import COARSE_OF_FINE
     from tasks.core.tracking import current_run_id
     from tasks.relationship import dataset
 
@@ -53,7 +56,7 @@ def run(params: dict, **kwargs) -> dict:
         raise MokuflowError(f"{dataset.model_file(params)}: trained on labels {model.labels}, "
                             f"relationship.clean.labels is {params['relationship']['clean']['labels']} (re-train)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    feats = dataset.features(params, rows, model.vocab, model.features)
+    feats, rows, skipped = dataset.readable_features(params, rows, model.vocab, model.features)
     y = dataset.label_ids(params, rows)
     fusion = model.net.config["fusion"]
     predictions = {fusion: predict_proba(model.net, feats, device=device)}
@@ -70,8 +73,13 @@ def run(params: dict, **kwargs) -> dict:
     metrics = summarise(y, {k: (f.argmax(1), c.argmax(1)) for k, (f, c) in predictions.items()},
                         labels=model.labels, main=fusion, ablations=list(ablations), n_boot=int(cfg["bootstrap"]),
                         seed=int(cfg["seed"]), min_n=int(cfg["min_clips_for_verdict"]))
+    metrics["coarse_labels"] = list(COARSE_LABELS)
+    metrics["coarse_confusion"] = _confusion(np.asarray(COARSE_OF_FINE)[y], predictions[fusion][1].argmax(1), 3)
+    metrics["skipped_clips"] = skipped
     out_dir = resolve(params, cfg["out_dir"])
     files = [write_csv(out_dir / "per_clip.csv", per_clip_table(rows, predictions, model.labels))]
+    metrics["examples"] = write_examples(dataset.raw_root(params), out_dir / "examples", rows, predictions[fusion][0],
+                                         y, model.labels, n=int(cfg["n_examples"]))
     metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means all are new
     log_to_mlflow(params, run_id, metrics, [metrics_file, *files])
     c = metrics["claims"]
@@ -188,6 +196,53 @@ def _confusion(y, pred, K) -> list[list[int]]:
     from models.relationship.metrics import confusions
 
     return confusions(y, pred, K)[0].tolist()
+
+
+def write_examples(root: Path, folder: Path, rows: list[dict], probs: np.ndarray, y: np.ndarray, labels: list[str],
+                   *, n: int = 6) -> list[dict]:
+    """A few test clip pairs for the report, half predicted right and half wrong (by clip id, those
+    with subtitles first): the pair's subtitles, true and predicted label, and a PNG of the clip's middle
+    frame with the pair's boxes (``folder/<clip_id>.png``; A green, B orange). Returns their records."""
+    import shutil
+
+    import cv2
+
+    from tasks.core import atomic_path
+    from tasks.relationship.data import clip_inputs
+
+    pred = probs.argmax(1)
+    order = sorted(range(len(rows)), key=lambda i: (not rows[i].get("subtitle_path"), str(rows[i]["clip_id"])))
+    right = [i for i in order if pred[i] == y[i]][: (n + 1) // 2]
+    wrong = [i for i in order if pred[i] != y[i]][: n - len(right)]
+    chosen = sorted(right + wrong, key=lambda i: str(rows[i]["clip_id"]))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    out = []
+    for i in chosen:
+        r = rows[i]
+        frames, _, a, b, _, cues = clip_inputs(root, r)
+        both = np.intersect1d(a[:, 0], b[:, 0])  # frames where both characters are on screen
+        t = int(both[len(both) // 2]) if len(both) else len(frames) // 2
+        image = np.ascontiguousarray(frames[min(t, len(frames) - 1)][..., ::-1])  # BGR for cv2
+        for boxes, colour in ((a, (60, 180, 60)), (b, (0, 140, 255))):
+            k = np.flatnonzero(boxes[:, 0] == t)
+            if len(k):
+                x0, y0, x1, y1 = (int(round(v)) for v in boxes[k[0], 1:5])
+                cv2.rectangle(image, (x0, y0), (x1, y1), colour, 2)
+        name = f"{_safe(str(r['clip_id']))}.png"
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(cv2.imencode(".png", image)[1].tobytes())
+        out.append({"clip_id": str(r["clip_id"]), "char_a": str(r["char_a"]), "char_b": str(r["char_b"]),
+                    "label": labels[int(y[i])], "predicted": labels[int(pred[i])],
+                    "p_predicted": float(probs[i, pred[i]]), "p_true": float(probs[i, y[i]]),
+                    "subtitles": [{"start_s": round(c[0], 2), "end_s": round(c[1], 2), "text": c[2]} for c in cues or []],
+                    "image": f"examples/{name}"})
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def per_clip_table(rows: list[dict], predictions: dict, labels: list[str]):

@@ -4,9 +4,12 @@ Contents: the paper's two claims (fusion beats every single modality; the synchr
 other fusions) with their paired intervals and verdicts; the variants side by side (accuracy, macro-F1,
 coarse accuracy, 95 % intervals; plot); per-class F1 and the confusion matrix of the model; annotator
 quality from the clean stage (Dawid-Skene accuracy per annotator, agreement with majority vote);
-training curves. Rendering, atomic writes and MLflow logging are the core's (tasks/core/report.py).
+training curves; the fine and coarse confusion matrices; a few test clips (a frame with the pair's
+boxes, their subtitles, true and predicted label); the clips left out because a file could not be read. Rendering, atomic writes and MLflow logging are the core's (tasks/core/report.py).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +42,15 @@ def run(params: dict, **kwargs) -> dict:
     images = {"variants.png": _variants_png(metrics)}
     if history is not None and len(history):
         images["training.png"] = _training_png(history)
+    examples = []
+    for e in metrics.get("examples", []):  # the evaluate stage's frames, copied beside the page
+        src = resolve(params, rel["evaluate"]["out_dir"]) / e["image"]
+        if src.is_file():
+            name = f"example-{Path(e['image']).name}"
+            images[name] = src.read_bytes()
+            examples.append({**e, "image": name})
+    skipped = [{"stage": "train", **r} for r in trained.get("skipped_clips", [])] + \
+              [{"stage": "evaluate", **r} for r in metrics.get("skipped_clips", [])]
     main = metrics["model"]
     variants = [{"name": k, "label": VARIANT_LABEL.get(k, k), "main": k == main, "cells": [v[m] for m in
                  ("accuracy", "macro_f1", "coarse_accuracy")], "diff": metrics["differences"].get(k, {}).get("macro_f1")}
@@ -51,7 +63,9 @@ def run(params: dict, **kwargs) -> dict:
     page = core_report.render(
         "relationship", metrics=metrics, claims=metrics["claims"], variants=variants, images=images,
         per_class=[{"label": lab, **s, "n": metrics["class_counts"].get(lab)} for lab, s in metrics["per_class_f1"].items()],
-        labels=metrics["labels"], confusion=metrics["confusion"], annotators=people,
+        labels=metrics["labels"], confusion=metrics["confusion"], annotators=people, examples=examples,
+        coarse_labels=metrics.get("coarse_labels", []), coarse_confusion=metrics.get("coarse_confusion", []),
+        skipped=skipped,
         n_annotators=0 if annotators is None else len(annotators),
         mean_annotator_accuracy=None if annotators is None or not len(annotators) else float(annotators["accuracy"].mean()),
         cleanup={k: cleaned[k] for k in ("n_clips", "n_labels", "n_annotators", "n_missing_labels", "n_unlabelled_clips",
@@ -61,7 +75,8 @@ def run(params: dict, **kwargs) -> dict:
                  "data_version (DVC md5 of raw + clean data)": trained.get("data_version") or "unknown",
                  "git commit": trained.get("git_commit") or "unknown",
                  "MLflow run": trained.get("mlflow_run_id") or "none"})
-    core_report.write(out_dir, page, images, known_images=IMAGES)
+    stale = [p.name for p in out_dir.glob("example-*.png")] if out_dir.is_dir() else []
+    core_report.write(out_dir, page, images, known_images=(*IMAGES, *stale))
     core_report.log_to_run(params, trained.get("mlflow_run_id"), out_dir, ("index.html", *images))
     return {"index": str(out_dir / "index.html"), "images": sorted(images),
             "claims": {k: c["verdict"] for k, c in metrics["claims"].items()}, "mlflow_run_id": trained.get("mlflow_run_id")}

@@ -127,6 +127,7 @@ class Evaluate(Section):
     ablation_fusions: list[Fusion] = Field(default_factory=list)
     ablation_epochs: int | None = Field(None, gt=0)  # null: train.max_epochs
     min_clips_for_verdict: int = Field(10, ge=1)
+    n_examples: int = Field(6, ge=0)  # test clips shown in the report with their subtitles
     out_dir: str
 
 

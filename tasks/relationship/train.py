@@ -14,11 +14,12 @@ For the evaluate stage's fusion comparison, each fusion in ``relationship.evalua
 ``relationship.evaluate.ablation_epochs`` epochs (its last epoch kept).
 
 Writes ``<train.out_dir>/``: model.pt (network + vocabulary + feature config + labels: everything
-serving needs), ablations.pt (the other fusions, possibly none), history.csv, run.json.
+serving needs), ablations.pt (the other fusions, possibly none), history.csv, run.json (whose
+``skipped_clips`` lists the clip pairs left out because a file of theirs cannot be read, with the reason).
 """
 from __future__ import annotations
 
-from tasks.core import log
+from tasks.core import MokuflowError, log
 from tasks.relationship.study import STUDY
 
 HASHED_SECTIONS = ("train", "model", "features", "clean")
@@ -45,9 +46,14 @@ def run(params: dict, **kwargs) -> dict:
     t = params["relationship"]["train"]
     train_rows = dataset.labelled_rows(params, "train")
     val_rows = dataset.labelled_rows(params, "val")
-    rows = train_rows + val_rows
     vocab, cfg = dataset.build_vocab(params, train_rows), dataset.feature_config(params)
-    feats = dataset.features(params, rows, vocab, cfg)
+    # an unreadable clip is left out and listed (run.json -> the report), not a failed stage
+    feats, rows, skipped = dataset.readable_features(params, train_rows + val_rows, vocab, cfg)
+    train_rows, val_rows = [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"]
+    if not train_rows or not val_rows:
+        raise MokuflowError(f"{dataset.raw_root(params) / 'manifest.csv'}: {len(train_rows)} readable train and "
+                            f"{len(val_rows)} val clip pairs after leaving out {len(skipped)} unreadable ones")
+    rows = train_rows + val_rows  # readable_features keeps the order: train rows first
     labels = dataset.label_ids(params, rows)
     train_index, val_index = np.arange(len(train_rows)), np.arange(len(train_rows), len(rows))
     n_classes = len(params["relationship"]["clean"]["labels"])
@@ -78,7 +84,7 @@ def run(params: dict, **kwargs) -> dict:
     if fitted is None:  # a DDP rank > 0
         return {}
     ablations = _ablations(params, lit_module, datamodule)
-    return _finish(params, run, fitted, lit, vocab, cfg, ablations)
+    return _finish(params, run, fitted, lit, vocab, cfg, ablations, skipped)
 
 
 def _ablations(params: dict, lit_module, datamodule) -> dict:
@@ -106,7 +112,7 @@ def _ablations(params: dict, lit_module, datamodule) -> dict:
     return out
 
 
-def _finish(params, run, fitted, lit, vocab, cfg, ablations) -> dict:
+def _finish(params, run, fitted, lit, vocab, cfg, ablations, skipped) -> dict:
     import pandas as pd
 
     from models.relationship.inference import save_ablations, save_model
@@ -125,4 +131,5 @@ def _finish(params, run, fitted, lit, vocab, cfg, ablations) -> dict:
 
     return training.publish(params, STUDY, run, fitted, history=history, save_model=save,
                             info={"vocab_size": len(vocab), "fusion": net.config["fusion"],
-                                  "ablations": {k: v[1] for k, v in ablations.items()}})
+                                  "ablations": {k: v[1] for k, v in ablations.items()},
+                                  "skipped_clips": skipped})

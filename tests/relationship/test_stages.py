@@ -143,10 +143,72 @@ def test_report_shows_variants_verdicts_annotators_and_curves(project):
     page = (folder / "index.html").read_text()
     for needle in ("synchronous modal-temporal attention", "fusion beats the other fusions", "concat",
                    "visual alone", "Per-class F1", "intimate", "Annotator quality", "ann0", 'src="variants.png"',
-                   'src="training.png"', "Confusion matrix"):
+                   'src="training.png"', "Confusion matrices", "negative", "Test clips", "Clips left out",
+                   "every clip pair's files could be read"):
         assert needle in page, needle
     for img in ("variants.png", "training.png"):
         assert (folder / img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", img
+    m = json.loads((Path(params["_root"]) / "metrics/relationship/metrics.json").read_text())
+    for e in m["examples"]:  # each example clip's frame beside the page, its subtitles in it
+        assert (folder / f"example-{Path(e['image']).name}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"example-{Path(e['image']).name}" in page
+        assert all(c["text"] in page for c in e["subtitles"])
+
+
+def test_evaluate_gives_coarse_confusion_and_example_clips_half_right_half_wrong(project):
+    params, _ = project
+    root = Path(params["_root"])
+    m = json.loads((root / "metrics/relationship/metrics.json").read_text())
+    coarse = np.asarray(m["coarse_confusion"])
+    assert m["coarse_labels"] == ["negative", "neutral", "positive"] and coarse.shape == (3, 3)
+    fine = np.asarray(m["confusion"])  # each coarse row holds the fine rows of its classes
+    assert coarse.sum(1).tolist() == [fine[:2].sum(), fine[2].sum(), fine[3:].sum()]
+    per_clip = pd.read_csv(root / "metrics/relationship/per_clip.csv", dtype=str).set_index("clip_id")
+    examples = m["examples"]
+    assert 1 <= len(examples) <= 6 and m["skipped_clips"] == []
+    right = sum(e["label"] == e["predicted"] for e in examples)
+    assert right <= 3 and len(examples) - right <= 3
+    for e in examples:
+        assert per_clip.loc[e["clip_id"], "label"] == e["label"] and per_clip.loc[e["clip_id"], "pred_sync"] == e["predicted"]
+        assert 0 <= e["p_predicted"] <= 1 and e["p_predicted"] >= e["p_true"] - 1e-9
+        assert (root / "metrics/relationship" / e["image"]).is_file()
+    subs = _table(root / "data/relationship/raw/manifest.csv").set_index("clip_id")
+    with_subs = [e for e in examples if subs.loc[e["clip_id"], "subtitle_path"]]
+    assert with_subs and all(e["subtitles"] for e in with_subs)
+
+
+def test_an_unreadable_clip_is_left_out_of_training_and_evaluation_and_listed(project, tmp_path):
+    """A corrupt training video and a malformed test SRT: both stages go on without them and say why."""
+    import shutil
+
+    from tasks.core import load_params
+    from tasks.relationship import evaluate, report, train
+
+    params, _ = project
+    src = Path(params["_root"])
+    work = tmp_path / "proj"
+    for sub in ("data/relationship", ".cache/relationship"):
+        shutil.copytree(src / sub, work / sub)
+    p = load_params(write_tiny_params(work))
+    manifest = _table(work / "data/relationship/raw/manifest.csv")
+    bad_video = manifest[manifest["split"] == "train"].iloc[0]
+    (work / "data/relationship/raw" / bad_video["video_path"]).write_bytes(b"not a video at all")
+    test = manifest[(manifest["split"] == "test") & (manifest["subtitle_path"] != "")].iloc[0]
+    srt = work / "data/relationship/raw" / test["subtitle_path"]
+    srt.write_text("1\nthe timing line of this subtitle is missing\n\n2\nand of this one\n")
+    shared = int((manifest["subtitle_path"] == test["subtitle_path"]).sum())
+
+    t = train.run(p)
+    left = t["skipped_clips"]
+    assert [r["clip_id"] for r in left] == [bad_video["clip_id"]] and bad_video["video_path"] in left[0]["error"]
+    e = evaluate.run(p)
+    m = json.loads((work / "metrics/relationship/metrics.json").read_text())
+    assert [r["clip_id"] for r in m["skipped_clips"]] == [test["clip_id"]] * shared
+    assert test["subtitle_path"] in m["skipped_clips"][0]["error"]
+    assert e["n_test"] == int((manifest["split"] == "test").sum()) - shared
+    report.run(p)
+    page = (work / "reports/relationship/index.html").read_text()
+    assert "Clips left out" in page and str(bad_video["clip_id"]) in page and str(test["clip_id"]) in page
 
 
 def test_register_rescored_the_served_model_on_the_test_split(project):
