@@ -6,7 +6,9 @@ Then the new version and the current ``champion`` are re-scored *through their r
 (``models:/<name>/<version>``) by the study's ``score(model_uri) -> float`` on today's held-out split,
 so both are compared on the same data whatever each was evaluated on when trained. ``champion`` moves
 to the new version only if it beats the champion's score, in the metric's declared direction, by more
-than ``<study>.register.min_improvement`` (or if there is no champion). Aliases only, never stages.
+than ``<study>.register.min_improvement`` (or if there is no champion). A champion that this code
+cannot load or run (saved by an older network definition) is compared by the score recorded on its
+version when it was registered, and the decision says so. Aliases only, never stages.
 
 Writes ``<study>.register.out_dir/decision.json`` and logs it, the decision tags and scores to the run.
 """
@@ -57,9 +59,11 @@ def register(params: dict, study: Study, *, model_file, score: Callable[[str], f
         log(f"registered {name} version {mv.version} as {CHALLENGER}")
 
         new = float(score(f"models:/{name}/{mv.version}"))
-        old = float(score(f"models:/{name}/{previous}")) if previous else None
+        old, scored_how = (_champion_score(client, name, previous, metric, score) if previous else (None, None))
         promote, reason = decide(new, old, metric=metric, higher_is_better=study.higher_is_better(metric),
                                  min_improvement=min_improvement)
+        if scored_how and scored_how != "re-scored":
+            reason = f"{reason}; {scored_how}"
         if promote:
             client.set_registered_model_alias(name, CHAMPION, mv.version)
         champion = mv.version if promote else previous
@@ -78,6 +82,7 @@ def register(params: dict, study: Study, *, model_file, score: Callable[[str], f
             "min_improvement": min_improvement,
             "challenger_version": str(mv.version), "challenger_score": new,
             "previous_champion_version": previous, "previous_champion_score": old,
+            "previous_champion_scored": scored_how,
             "champion_version": str(champion), "champion_uri": f"models:/{name}@{CHAMPION}",
             "n_test": int(n_eval), "mlflow_run_id": run_id,
             "data_version": tags.get("data_version"), "git_commit": tags.get("git_commit"),
@@ -91,6 +96,24 @@ def register(params: dict, study: Study, *, model_file, score: Callable[[str], f
         mlflow.log_artifact(str(out), artifact_path="register")
     tracking.log_provenance(params, study.name, run_id, tags=False)  # dvc.lock with every stage so far
     return decision
+
+
+def _champion_score(client, name: str, version: str, metric: str, score: Callable[[str], float]) -> tuple[float, str]:
+    """(score, how) of the current champion: re-scored through its pyfunc ("re-scored"), or, when this
+    code cannot load or run it (a model saved by an older network definition), the ``test_<metric>``
+    recorded on the version when it was registered; NaN when there is none (the challenger then wins)."""
+    try:
+        return float(score(f"models:/{name}/{version}")), "re-scored"
+    except Exception as e:  # noqa: BLE001 - any failure of an old model must not block registering a new one
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        recorded = client.get_model_version(name, version).tags.get(f"test_{metric}")
+        how = (f"champion v{version} cannot be re-scored by this code ({why}): compared with the test_{metric} "
+               f"recorded at its registration" + ("" if recorded else ", which is missing"))
+        log(f"register: {how}")
+        try:
+            return (float(recorded) if recorded else float("nan")), how
+        except ValueError:
+            return float("nan"), how
 
 
 def decide(new: float, old: float | None, *, metric: str, higher_is_better: bool,

@@ -149,6 +149,29 @@ def test_worse_challenger_keeps_champion_better_one_is_promoted(params, monkeypa
     assert decision_file(params)["champion_version"] == "3"
 
 
+def test_a_champion_this_code_cannot_load_is_compared_by_its_recorded_score(params, monkeypatch):
+    """After a change of network definition the old champion no longer loads: registering goes on."""
+    from tasks.vqa import register
+
+    truth = np.linspace(1.5, 4.5, N_TEST)
+    noisy = truth + np.array([0.0, 1.2, -0.9, 0.8, -1.1, 0.0])
+    calls = {"n": 0}
+
+    def fake_predict(model_uri, paths):
+        calls["n"] += 1
+        if model_uri.endswith("/1") and calls["n"] > 1:  # v1 scored fine when it was registered
+            raise RuntimeError("weights do not match the config (Missing key(s) in state_dict)")
+        return {"/1": noisy, "/2": -truth, "/3": truth}[model_uri[-2:]]
+
+    monkeypatch.setattr(register, "_predict", fake_predict)
+    first = register.run(params)
+    worse = register.run(params)  # v2 (SRCC -1) against v1's recorded score: kept
+    assert worse["decision"] == "kept" and worse["previous_champion_score"] == pytest.approx(first["challenger_score"], abs=1e-6)
+    assert "cannot be re-scored" in worse["previous_champion_scored"] and "weights do not match" in worse["reason"]
+    better = register.run(params)  # v3 (SRCC 1) beats v1's recorded score: promoted
+    assert better["decision"] == "promoted" and aliases() == {"champion": "3", "challenger": "3"}
+
+
 def test_decide_rules():
     from tasks.core.register import decide as core_decide
     from tasks.vqa.study import STUDY
