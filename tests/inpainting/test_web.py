@@ -239,6 +239,24 @@ def test_undoing_a_segmented_stroke_rebuilds_the_session_as_the_cli_does(server,
     assert all((c == s.mask(t)).all() for t, c in enumerate(cli))
 
 
+def test_a_cancelled_segment_keeps_the_previous_round(server, bmx_mp4):
+    _, _, store = server
+    s = store.new()
+    s.open(bmx_mp4, "bmx-trees.mp4")
+    s.add_stroke(0, 1, object_path(gt(0)))
+    _wait(s, "segment")
+    first = s.mask(10).copy()
+    s.add_stroke(40, 1, object_path(gt(40)))
+    job = s.start("segment")
+    s.cancel()
+    while job.state in ("queued", "running"):
+        time.sleep(0.02)
+    assert job.state == "cancelled" and s.round == 1 and (s.mask(10) == first).all()
+    _wait(s, "segment")  # the live session is rebuilt from every stroke
+    assert s.round == 2 and s.session.user_frames == [0, 40]
+    s.close()
+
+
 def _wait(s, kind: str, timeout: float = 120):
     job = s.start(kind)
     deadline = time.monotonic() + timeout
