@@ -17,7 +17,7 @@ export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup run test serve stop ui bench clean-stores
+.PHONY: setup run test browser cloak serve stop ui bench clean-stores
 
 setup: $(STAMP)
 
@@ -42,9 +42,20 @@ else
 endif
 
 ## test: lint (ruff) + the test suite
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+## browser: Debian's chromium for the cloak page's browser tests (apt, as root); never fails the build:
+##          without it those tests skip and say why (never `playwright install`: it downloads offline-failing builds)
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+	  && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  || echo "make browser: no /usr/bin/chromium (not root, or apt failed): the browser tests will skip"; }
+
+## cloak: the invisibility cloak as a web page on the registered inpainting champion (127.0.0.1, inpainting.web.port)
+cloak: setup
+	$(BIN)/mokuflow inpainting web
 
 ## serve: local Prefect server + the project's deployments, in the background; returns when ready
 serve: setup

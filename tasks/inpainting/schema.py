@@ -1,6 +1,7 @@
 """The ``inpainting`` section of params.yaml, checked before any stage runs (see tasks/core/schema.py)."""
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -109,6 +110,28 @@ class Cloak(Section):
     _check_size = field_validator("internal_size")(classmethod(lambda cls, v: _size(v)))
 
 
+class Web(Section):
+    """The cloak web page (``mokuflow inpainting web``, ``make cloak``): served on loopback only."""
+    host: str = "127.0.0.1"           # 127.0.0.1, ::1 or localhost; never another interface
+    port: int = Field(7860, ge=0, le=65535)  # 0: any free port
+    max_upload_mb: float = Field(200, gt=0)
+    max_frames: int = Field(600, ge=1)
+    idle_timeout_s: float = Field(1800, gt=0)  # a tab's session is freed after this long unused
+    device: str = "auto"
+    videos: list[str] = []            # offered besides the clean sequences: video files, frame folders, or folders of them
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        try:
+            ok = v == "localhost" or ipaddress.ip_address(v).is_loopback
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"the cloak page binds to loopback only (127.0.0.1, ::1 or localhost), got {v!r}")
+        return v
+
+
 class InpaintingParams(Section):
     data: Data
     synthetic: Synthetic
@@ -120,3 +143,4 @@ class InpaintingParams(Section):
     register_: RegisterConfig = Field(alias="register")  # BaseModel (an ABC) has .register
     schedule: ScheduleConfig
     cloak: Cloak = Cloak()
+    web: Web = Web()

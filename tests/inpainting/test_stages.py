@@ -1,4 +1,5 @@
-"""The inpainting pipeline's stages on tiny params, once per module: acquire -> clean -> train -> evaluate
+"""The inpainting pipeline's stages on tiny params, once per session (the ``project`` fixture in
+conftest.py, shared with the web page's tests): acquire -> clean -> train -> evaluate
 -> report -> register, then the served model as users load it (``models:/inpainting@champion``) on a
 real fixture video, the CLI's cloak, a folder source on the real DAVIS fixture and resume after a kill."""
 from __future__ import annotations
@@ -16,21 +17,7 @@ import pytest
 
 from tests.conftest import FIXTURES, REPO, kill_after_first_checkpoint, write_tiny_params
 
-STAGES = ("acquire", "clean", "train", "evaluate", "report", "register")
 BMX = FIXTURES / "inpainting" / "object_removal" / "bmx-trees"
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A tiny project run through every pipeline stage; returns (params, {stage: summary})."""
-    from tasks.core import load_params
-    from tasks.core.study import get
-
-    root = tmp_path_factory.mktemp("inpainting")
-    params = load_params(write_tiny_params(root))
-    study = get("inpainting")
-    summaries = {stage: study.stage_module(stage).run(params) for stage in STAGES}
-    return params, summaries
 
 
 def test_acquire_and_clean_write_one_davis_layout_with_splits(project):
