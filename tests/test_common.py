@@ -133,3 +133,25 @@ def test_saved_models_are_byte_reproducible(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert torch.equal(torch.load(a, weights_only=True)["state_dict"]["w"], obj["state_dict"]["w"])
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_link_or_copy_links_keeps_an_existing_file_and_makes_parents(tmp_path):
+    from tasks.core import link_or_copy
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"frames")
+    dst = link_or_copy(src, tmp_path / "out" / "deep" / "a.bin")
+    assert dst.read_bytes() == b"frames" and os.stat(dst).st_ino == os.stat(src).st_ino  # a link, not a copy
+    other = tmp_path / "b.bin"
+    other.write_bytes(b"other")
+    assert link_or_copy(other, dst).read_bytes() == b"frames"  # a second row naming the same target
+
+
+def test_split_config_refuses_fractions_that_leave_nothing_to_train():
+    from pydantic import ValidationError
+
+    from tasks.core.schema import SplitConfig
+
+    assert SplitConfig(val_fraction=0.2, test_fraction=0.2).seed == 0
+    with pytest.raises(ValidationError, match="below 1"):
+        SplitConfig(val_fraction=0.5, test_fraction=0.5)

@@ -8,7 +8,17 @@ imported where needed: :mod:`tasks.core.study` (declarations), :mod:`tasks.core.
 :mod:`tasks.core.report`, :mod:`tasks.core.download`, :mod:`tasks.core.schema`.
 """
 from tasks.core.errors import MokuflowError
-from tasks.core.io import atomic_dir, atomic_path, dvc_dir_hash, file_hash, file_md5, read_json, write_csv, write_json
+from tasks.core.io import (
+    atomic_dir,
+    atomic_path,
+    dvc_dir_hash,
+    file_hash,
+    file_md5,
+    link_or_copy,
+    read_json,
+    write_csv,
+    write_json,
+)
 from tasks.core.logs import log, progress
 from tasks.core.params import (
     find_params,
@@ -23,6 +33,6 @@ from tasks.core.params import (
     set_key,
 )
 
-__all__ = ["MokuflowError", "atomic_dir", "atomic_path", "dvc_dir_hash", "file_hash", "file_md5",
+__all__ = ["MokuflowError", "atomic_dir", "atomic_path", "dvc_dir_hash", "file_hash", "file_md5", "link_or_copy",
            "read_json", "write_csv", "write_json", "log", "progress", "find_params", "flatten",
            "load_params", "parse_override", "portable", "public", "relative", "resolve", "root", "set_key"]

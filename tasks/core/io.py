@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from tasks.core.errors import MokuflowError
 from tasks.core.outputs import MANIFEST, atomic_dir, atomic_path
 
 __all__ = ["MANIFEST", "atomic_dir", "atomic_path", "write_json", "write_csv", "read_json", "file_hash",
-           "file_md5", "dvc_dir_hash"]
+           "file_md5", "dvc_dir_hash", "link_or_copy"]
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -84,3 +85,18 @@ def dvc_dir_hash(path: str | os.PathLike) -> str:
     data = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(data).hexdigest() + ".dir"
 
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Put ``src`` at ``dst`` as a hard link (no second copy of a large dataset), else a copy (another
+    file system, or links not allowed); parent folders are made. A ``dst`` already there is kept:
+    several rows of a manifest may name one source file."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        return dst
+    try:
+        os.link(src, dst)
+    except OSError:  # other filesystem, or not allowed (protected_hardlinks)
+        shutil.copy2(src, dst)
+    return dst

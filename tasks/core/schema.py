@@ -11,13 +11,13 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic import Field as Field  # re-exported for the study schemas
 
 from tasks.core.errors import MokuflowError
 
 __all__ = ["Section", "Field", "Positive", "NonNegative", "Fraction", "TrainConfig", "ScheduleConfig",
-           "RegisterConfig", "validate"]
+           "RegisterConfig", "SplitConfig", "validate"]
 
 
 def _numbers_only(annotation: Any) -> bool:
@@ -77,6 +77,19 @@ class RegisterConfig(Section):
     metric: str
     min_improvement: float = Field(0.0, ge=0)
     out_dir: str
+
+
+class SplitConfig(Section):
+    """How a study's acquire stage splits its items into train / val / test (seeded fractions)."""
+    seed: int = 0
+    val_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1 (the rest trains)")
+        return self
 
 
 class ScheduleConfig(Section):

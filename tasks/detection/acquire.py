@@ -30,13 +30,22 @@ naming the params key.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, atomic_path, log, portable, progress, resolve, write_json
+from tasks.core import (
+    MokuflowError,
+    atomic_dir,
+    atomic_path,
+    link_or_copy,
+    log,
+    portable,
+    progress,
+    resolve,
+    write_json,
+)
 from tasks.core.download import extract, fetch
 
 SOURCES = ("synthetic", "coco", "url")
@@ -169,10 +178,7 @@ def _keep_readable(coco: dict, images_dir: Path, dest: Path | None, split: str, 
             else:
                 checked[fn] = check_image(src)
                 if checked[fn][0] is None and dest is not None:
-                    target = dest / fn
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if not target.exists():
-                        _link_or_copy(src, target)
+                    link_or_copy(src, dest / fn)
         reason, hw = checked[fn]
         if reason is not None:
             dropped.add(im["id"])
@@ -215,13 +221,6 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     if img is None:
         return "not a readable image (OpenCV cannot decode it)", None
     return None, (int(img.shape[0]), int(img.shape[1]))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # other filesystem, or not allowed (protected_hardlinks)
-        shutil.copy2(src, dst)
 
 
 def _dump(path: Path, obj) -> None:

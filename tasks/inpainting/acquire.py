@@ -19,13 +19,11 @@ previous raw data whole. Problems (no such folder, no frames...) are one line na
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tasks.core import MokuflowError, atomic_dir, log, portable, progress, resolve, write_json
+from tasks.core import MokuflowError, atomic_dir, link_or_copy, log, portable, progress, resolve, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -103,26 +101,18 @@ def _listing(params: dict):
     return listing
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed: copy
-        shutil.copy2(src, dst)
-
-
 def _from_listing(listing, out: Path) -> dict:
     seqs = {}
     for seq in progress(listing.sequences, "acquire sequences"):
         for frame in seq.frames:
-            _link(frame, out / "JPEGImages" / seq.name / frame.name)
+            link_or_copy(frame, out / "JPEGImages" / seq.name / frame.name)
         masks = 0
         for frame, mask in zip(seq.frames, seq.masks):
             if mask is not None:  # named after its frame: a single object-removal mask serves every frame
-                _link(mask, out / "Annotations" / seq.name / f"{frame.stem}{mask.suffix.lower()}")
+                link_or_copy(mask, out / "Annotations" / seq.name / f"{frame.stem}{mask.suffix.lower()}")
                 masks += 1
         for k, s in enumerate(seq.scribbles, 1):
-            _link(s, out / "Scribbles" / seq.name / f"{k:03d}.json")
+            link_or_copy(s, out / "Scribbles" / seq.name / f"{k:03d}.json")
         seqs[seq.name] = {"frames": seq.n_frames, "masks": masks, "scribbles": len(seq.scribbles),
                           "backgrounds": False, **({"object_ids": seq.meta["object_ids"]} if "object_ids" in seq.meta else {})}
     if not seqs:

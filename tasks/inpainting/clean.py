@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, log, portable, progress, read_json, resolve, write_json
-from tasks.inpainting.acquire import SPLITS, _link
+from tasks.core import MokuflowError, atomic_dir, link_or_copy, log, portable, progress, read_json, resolve, write_json
+from tasks.inpainting.acquire import SPLITS
 
 
 def run(params: dict, **kwargs) -> dict:
@@ -39,10 +39,10 @@ def run(params: dict, **kwargs) -> dict:
         for seq in progress(listing.sequences, "clean sequences"):
             ids, rep = layouts.clean_sequence(seq, min_area=float(cfg["min_area"]), threshold=int(cfg["threshold"]))
             for frame in seq.frames:
-                _link(frame, tmp / "JPEGImages" / seq.name / frame.name)
+                link_or_copy(frame, tmp / "JPEGImages" / seq.name / frame.name)
                 bg = raw / "Backgrounds" / seq.name / f"{frame.stem}.png"
                 if bg.is_file():
-                    _link(bg, tmp / "Backgrounds" / seq.name / bg.name)
+                    link_or_copy(bg, tmp / "Backgrounds" / seq.name / bg.name)
             for stem, m in ids.items():
                 write_palette_png(tmp / "Annotations" / seq.name / f"{stem}.png", m)
             rep["scribbles_kept"] = 0
@@ -52,7 +52,7 @@ def run(params: dict, **kwargs) -> dict:
                 except MokuflowError as e:
                     report["refused_scribbles"].append({"sequence": seq.name, "file": path.name, "reason": str(e)})
                     continue
-                _link(path, tmp / "Scribbles" / seq.name / path.name)
+                link_or_copy(path, tmp / "Scribbles" / seq.name / path.name)
                 rep["scribbles_kept"] += 1
             if rep["n_masks"] < seq.n_frames:
                 report["left_out"][seq.name] = f"{rep['n_masks']} of {seq.n_frames} frames have a mask"

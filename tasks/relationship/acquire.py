@@ -25,11 +25,10 @@ success: a failed acquire leaves the previous raw data whole.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, log, portable, resolve, write_json
+from tasks.core import MokuflowError, atomic_dir, link_or_copy, log, portable, resolve, write_json
 
 SPLITS = ("train", "val", "test")
 REQUIRED = ("clip_id", "video_path", "subtitle_path", "tracks_path", "char_a", "char_b")
@@ -127,16 +126,6 @@ def _folder_listing(params: dict) -> dict:
     return {"root": root, "manifest": path, "table": table, "files": files, "labels": labels}
 
 
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        return
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed: copy
-        shutil.copy2(src, dst)
-
-
 def _stored_name(src: Path, base: Path) -> str:
     """Where a source file goes under ``clips/``: its path below the manifest's folder, or (outside it)
     ``external/<hash of its folder>/<name>``, so two files of one name never collide."""
@@ -162,7 +151,7 @@ def _from_folder(params: dict, listing: dict, out: Path) -> dict:
                 rec[col] = ""
                 continue
             name = "clips/" + _stored_name(src, base)
-            _link(src, out / name)
+            link_or_copy(src, out / name)
             rec[col] = name
         rec["split"] = row.get("split", "") if "split" in table else ""
         rows.append(rec)

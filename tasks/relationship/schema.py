@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
+from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, SplitConfig, TrainConfig
 
 LABELS = ["hostile", "tense", "neutral", "mild", "intimate"]
 Modality = Literal["visual", "audio", "text"]
@@ -19,17 +19,7 @@ class FolderSource(Section):
     labels: str = "labels_raw.csv"      # relative to root: clip_id, annotator_id, label
 
 
-class Split(Section):
-    # used when the manifest has no (or an empty) split column
-    seed: int = 0
-    val_fraction: float = Field(ge=0, lt=1)
-    test_fraction: float = Field(ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _leaves_training_data(self):
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be below 1 (the rest trains)")
-        return self
+Split = SplitConfig  # used when the manifest has no (or an empty) split column
 
 
 class Data(Section):

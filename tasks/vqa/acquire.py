@@ -9,12 +9,11 @@ they never stop the run. raw_dir must hold nothing but a previous acquire output
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.core import MokuflowError, atomic_dir, log, portable, progress, resolve, write_csv, write_json
+from tasks.core import MokuflowError, atomic_dir, link_or_copy, log, portable, progress, resolve, write_csv, write_json
 from tasks.core.download import extract, fetch
 from tasks.core.tables import lines_of, numeric, read_table
 
@@ -232,7 +231,7 @@ def _assemble(params: dict, out: Path, rows: list, scores, missing: list, *, tab
                             f"({len(unreadable) + len(missing)} unreadable or missing)")
     (out / "videos").mkdir()
     for r in videos.itertuples():
-        _link_or_copy(r.file, out / "videos" / f"{r.video_id}{Path(r.file).suffix.lower()}")
+        link_or_copy(r.file, out / "videos" / f"{r.video_id}{Path(r.file).suffix.lower()}")
     videos["file"] = [out / "videos" / f"{v}{Path(f).suffix.lower()}"
                       for v, f in zip(videos["video_id"], videos["file"])]
     scores = pd.DataFrame(scores)
@@ -257,13 +256,6 @@ def _keep_readable(videos):
             unreadable.append({"path": str(r.file), "reason": e.problem})
             keep.append(False)
     return videos[keep].reset_index(drop=True), unreadable
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # other filesystem, or not allowed (protected_hardlinks)
-        shutil.copy2(src, dst)
 
 
 def _write_videos_csv(params: dict, out: Path, videos) -> dict:
