@@ -19,7 +19,7 @@ from tasks.core.io import (
     write_csv,
     write_json,
 )
-from tasks.core.logs import log, progress
+from tasks.core.logs import ci_text, log, progress
 from tasks.core.params import (
     find_params,
     flatten,
@@ -34,5 +34,5 @@ from tasks.core.params import (
 )
 
 __all__ = ["MokuflowError", "atomic_dir", "atomic_path", "dvc_dir_hash", "file_hash", "file_md5", "link_or_copy",
-           "read_json", "write_csv", "write_json", "log", "progress", "find_params", "flatten",
+           "read_json", "write_csv", "write_json", "ci_text", "log", "progress", "find_params", "flatten",
            "load_params", "parse_override", "portable", "public", "relative", "resolve", "root", "set_key"]

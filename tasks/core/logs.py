@@ -35,3 +35,9 @@ def progress(items: Iterable, desc: str, total: int | None = None) -> Iterator:
         yield x
         if i % step == 0 or i == n:
             log(f"{desc}: {i}/{n} ({time.perf_counter() - t0:.1f} s)")
+
+
+def ci_text(stat: dict) -> str:
+    """``{value, ci_low, ci_high}`` as ``0.512 [0.430, 0.601]`` (n/a where undefined), for log lines."""
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    return f"{f(stat['value'])} [{f(stat.get('ci_low'))}, {f(stat.get('ci_high'))}]"

@@ -149,3 +149,15 @@ if __name__ == "__main__":  # `python -m tasks.core.tracking`: print the resolve
     from tasks.core import load_params
 
     print(tracking_uri(load_params()))
+
+
+def log_evaluation(params: dict, run_id: str, metrics: dict[str, float], files=()) -> None:
+    """An evaluate stage's flat metrics (NaN dropped: MLflow rejects it) and files (under ``evaluate/``)
+    to the pipeline's MLflow run."""
+    from tasks.core import log
+
+    with resume_run(params, run_id) as mlflow:
+        mlflow.log_metrics(finite(metrics))
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="evaluate")
+    log(f"evaluate: logged to MLflow run {run_id}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core import MokuflowError, log, progress, resolve, write_csv, write_json
-from tasks.core.tracking import finite
+from tasks.core import MokuflowError, ci_text, log, progress, resolve, write_csv, write_json
+from tasks.core.tracking import finite, log_evaluation
 from tasks.inpainting.data import clean_root, model_file, split_names
 
 N_EXAMPLE_FRAMES = 4
@@ -65,9 +65,9 @@ def run(params: dict, **kwargs) -> dict:
     for tag, (_, name, example) in (("best", best), ("worst", worst)):
         files.append(_save_npz(out_dir / "examples" / f"{tag}.npz", name=name, **example))
     metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means all are new
-    log_to_mlflow(params, run_id, metrics, [metrics_file, *files])
+    log_evaluation(params, run_id, mlflow_metrics(metrics), [metrics_file, *files])
     m, claim = metrics, metrics["claim"]
-    log(f"evaluate: J&F round 1 {_ci(m['jf_round_1'])}, round {rounds} {_ci(m['jf_last'])}, AUC {_ci(m['auc_jf'])}; "
+    log(f"evaluate: J&F round 1 {ci_text(m['jf_round_1'])}, round {rounds} {ci_text(m['jf_last'])}, AUC {ci_text(m['auc_jf'])}; "
         f"corrections raise J&F: {claim['corrections_raise_jf']['verdict']}; shared memory vs per-frame: "
         f"{claim['shared_memory_vs_per_frame']['verdict']}")
     return {"metrics": str(metrics_file), "n_test": len(records), "mlflow_run_id": run_id,
@@ -126,18 +126,3 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
             put(f"test_{k}" if method == "model" else f"test_{method}_{k}", stat)
     out["test_n"] = metrics["n_test"]
     return finite({k: v for k, v in out.items() if v is not None})  # MLflow rejects NaN
-
-
-def log_to_mlflow(params: dict, run_id: str, metrics: dict, files: list[Path]) -> None:
-    from tasks.core.tracking import resume_run
-
-    with resume_run(params, run_id) as mlflow:
-        mlflow.log_metrics(mlflow_metrics(metrics))
-        for f in files:
-            mlflow.log_artifact(str(f), artifact_path="evaluate")
-    log(f"evaluate: logged to MLflow run {run_id}")
-
-
-def _ci(stat: dict) -> str:
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    return f"{f(stat['value'])} [{f(stat['ci_low'])}, {f(stat['ci_high'])}]"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core import MokuflowError, log, resolve, write_csv, write_json
-from tasks.core.tracking import finite
+from tasks.core import MokuflowError, ci_text, log, resolve, write_csv, write_json
+from tasks.core.tracking import finite, log_evaluation
 
 SINGLE = ("visual", "audio", "text")
 METRICS = ("accuracy", "macro_f1", "coarse_accuracy")
@@ -81,9 +81,9 @@ def run(params: dict, **kwargs) -> dict:
     metrics["examples"] = write_examples(dataset.raw_root(params), out_dir / "examples", rows, predictions[fusion][0],
                                          y, model.labels, n=int(cfg["n_examples"]))
     metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means all are new
-    log_to_mlflow(params, run_id, metrics, [metrics_file, *files])
+    log_evaluation(params, run_id, mlflow_metrics(metrics), [metrics_file, *files])
     c = metrics["claims"]
-    log(f"evaluate: macro-F1 {_ci(metrics['macro_f1'])}, accuracy {_ci(metrics['accuracy'])}; fusion beats every "
+    log(f"evaluate: macro-F1 {ci_text(metrics['macro_f1'])}, accuracy {ci_text(metrics['accuracy'])}; fusion beats every "
         f"single modality: {c['fusion_beats_single_modality']['verdict']}; {fusion} beats other fusion: "
         f"{c['sync_beats_other_fusion']['verdict']}")
     return {"metrics": str(metrics_file), "n_test": len(rows), "mlflow_run_id": run_id,
@@ -275,18 +275,3 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
                 put(f"test_{k}_{m}", v[m])
     out["test_n"] = metrics["n_test"]
     return finite(out)
-
-
-def log_to_mlflow(params: dict, run_id: str, metrics: dict, files: list[Path]) -> None:
-    from tasks.core.tracking import resume_run
-
-    with resume_run(params, run_id) as mlflow:
-        mlflow.log_metrics(mlflow_metrics(metrics))
-        for f in files:
-            mlflow.log_artifact(str(f), artifact_path="evaluate")
-    log(f"evaluate: logged to MLflow run {run_id}")
-
-
-def _ci(stat: dict) -> str:
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    return f"{f(stat['value'])} [{f(stat['ci_low'])}, {f(stat['ci_high'])}]"

@@ -9,10 +9,8 @@ through the shared FrameCache.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from tasks.core import MokuflowError, log, resolve, write_csv, write_json
-from tasks.core.tracking import finite
+from tasks.core.tracking import finite, log_evaluation
 from tasks.vqa.data import clip_features, load_baseline, test_items
 
 MODELS = ("stdam", "baseline")
@@ -39,7 +37,7 @@ def run(params: dict, **kwargs) -> dict:
     table = items[["video_id"]].assign(split="test", quality=y, **preds)
     pred_file = write_csv(out_dir / "predictions.csv", table)
     metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means both are new
-    log_to_mlflow(params, run_id, metrics, [metrics_file, pred_file])
+    log_evaluation(params, run_id, mlflow_metrics(metrics), [metrics_file, pred_file])
     for name in MODELS:
         m = metrics[name]
         log(f"{name}: SRCC {m['srcc']['value']:.3f} [{_fmt(m['srcc']['ci_low'])}, {_fmt(m['srcc']['ci_high'])}]"
@@ -97,15 +95,6 @@ def mlflow_metrics(metrics: dict) -> dict[str, float]:
     out["test_n"] = metrics["n_test"]
     return finite(out)  # MLflow rejects NaN
 
-
-def log_to_mlflow(params: dict, run_id: str, metrics: dict, files: list[Path]) -> None:
-    from tasks.core.tracking import resume_run
-
-    with resume_run(params, run_id) as mlflow:
-        mlflow.log_metrics(mlflow_metrics(metrics))
-        for f in files:
-            mlflow.log_artifact(str(f), artifact_path="evaluate")
-    log(f"evaluate: logged to MLflow run {run_id}")
 
 
 def _fmt(v) -> str:
