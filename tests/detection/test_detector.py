@@ -117,13 +117,16 @@ def test_candidates_hold_every_head(candidates):
         assert torch.allclose(c[f"iou_{name}"], p * i / (p + i - p * i))
 
 
-@pytest.mark.parametrize("variant", ["none", "direct", "decoupled", "dir"])
+@pytest.mark.parametrize("variant", ["none", "direct", "decoupled", "dir", "iou_nms"])
 def test_postprocess_ranks_and_suppresses(candidates, variant):
     det, cands = candidates
     out = det.postprocess(cands, variant, nms_threshold=0.5, max_detections=30)
     for d in out:
         assert len(d["boxes"]) <= 30 and (d["rank"].diff() <= 0).all()
-        if variant == "none":
+        if variant == "iou_nms":  # direct head's IoU, ranked by the inherited class score
+            assert torch.equal(d["rank"], d["scores"]) and not torch.isnan(d["iou"]).any()
+            assert torch.isnan(d["purity"]).all()
+        elif variant == "none":
             assert torch.isnan(d["iou"]).all() and torch.isnan(d["purity"]).all()
             assert torch.equal(d["rank"], d["scores"])
         else:
