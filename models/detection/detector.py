@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from models.detection.backbone import BackboneFPN
-from models.detection.ops import batched_nms, clip_boxes
+from models.detection.ops import batched_nms, clip_boxes, iou_guided_nms
 from models.detection.roi_heads import (
     IOU_HEADS,
     BoxHead,
@@ -27,6 +27,9 @@ from models.detection.roi_heads import (
 from models.detection.rpn import RPN
 
 PREDICTIONS = ("iou", "purity", "integrity")
+# IoU-guided NMS (IoU-Net): visits boxes by this head's predicted IoU; a variant of the detector
+# whenever it has that head. "direct" is IoU-Net's own head (one IoU from the proposal's features).
+IOU_NMS_HEAD = "direct"
 
 
 def _plain(v):
@@ -88,7 +91,8 @@ class Detector(nn.Module):
 
     @property
     def variants(self) -> tuple[str, ...]:
-        return ("none", *self.iou_heads.keys())
+        extra = ("iou_nms",) if IOU_NMS_HEAD in self.iou_heads else ()
+        return ("none", *self.iou_heads.keys(), *extra)
 
     def features(self, images: Tensor) -> list[Tensor]:
         return self.backbone((images - self.pixel_mean) / self.pixel_std)
@@ -176,13 +180,22 @@ class Detector(nn.Module):
     def postprocess(self, candidates: list[dict[str, Tensor]], variant: str, *, nms_threshold: float = 0.5,
                     max_detections: int = 100) -> list[dict[str, Tensor]]:
         """Rank by score x predicted IoU (score alone for "none"), class-wise NMS by that rank, keep
-        the best ``max_detections``. ``iou``/``purity``/``integrity`` are NaN where the variant has none."""
+        the best ``max_detections``. "iou_nms": IoU-guided NMS (:func:`ops.iou_guided_nms`) by the
+        ``IOU_NMS_HEAD`` head's predicted IoU; ``scores`` and ``rank`` are then the class score each
+        kept box inherits (the max over the boxes it suppressed). ``iou``/``purity``/``integrity`` are NaN where the variant has none."""
         if variant not in self.variants:
             raise ValueError(f"unknown variant {variant!r}; this detector has {self.variants}")
         out = []
         for cand in candidates:
             scores = cand["scores"]
             nan = torch.full_like(scores, float("nan"))
+            if variant == "iou_nms":  # suppress by predicted IoU, rank by the inherited class score
+                pred = {k: cand.get(f"{k}_{IOU_NMS_HEAD}", nan) for k in PREDICTIONS}
+                keep, inherited = iou_guided_nms(cand["boxes"], pred["iou"], scores, cand["labels"],
+                                                 nms_threshold, max_keep=max_detections)
+                out.append({"boxes": cand["boxes"][keep], "scores": inherited, "labels": cand["labels"][keep],
+                            **{k: v[keep] for k, v in pred.items()}, "rank": inherited})
+                continue
             pred = {k: cand.get(f"{k}_{variant}", nan) for k in PREDICTIONS}
             rank = scores if variant == "none" else scores * pred["iou"]
             keep = batched_nms(cand["boxes"], rank, cand["labels"], nms_threshold, max_keep=max_detections)

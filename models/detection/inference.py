@@ -109,33 +109,51 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 @torch.no_grad()
 def detect_loaded(detector: Detector, meta: dict, loaded: Sequence[tuple[Tensor, dict]], *,
                   variants: Sequence[str] = ("dir",), device: str | torch.device = "cpu",
-                  score_threshold: float = 0.05, nms_threshold: float = 0.5,
-                  max_detections: int = 100) -> dict[str, list[dict[str, np.ndarray]]]:
+                  score_threshold: float = 0.05, nms_threshold: float = 0.5, max_detections: int = 100,
+                  candidates_out: list | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
     """{variant: one dict per image} for images already read by :func:`read_image` (one batch).
 
     Each dict holds numpy arrays sorted by rank: ``bbox`` [n, 4] COCO xywh in the original image's
     pixels, ``category_id``, ``score`` (classification), ``iou``, ``purity``, ``integrity`` (NaN where
     the variant has none) and ``rank`` (score x IoU, or score for "none"). One network pass serves
-    every variant."""
+    every variant.
+
+    ``candidates_out``: a list that gets, per image, what reached NMS (every candidate with score >
+    ``score_threshold``, at most the detector's ``max_candidates``): ``bbox``, ``category_id``,
+    ``score`` and each IoU head's ``iou_<head>`` (numpy, by decreasing score). No extra network work."""
     cat_ids = np.array([c["id"] for c in meta["categories"]], dtype=np.int64)
     out: dict[str, list] = {v: [] for v in variants}
     cands = detector.candidates(torch.stack([t for t, _ in loaded]).to(device), score_threshold=score_threshold)
+    if candidates_out is not None:
+        for cand, (_, info) in zip(cands, loaded):
+            candidates_out.append({**_coco_boxes(cand, info, cat_ids), "score": _np(cand["scores"]),
+                                   **{k: _np(v) for k, v in cand.items() if k.startswith("iou_")}})
     for variant in variants:
         dets = detector.postprocess(cands, variant, nms_threshold=nms_threshold, max_detections=max_detections)
         for det, (_, info) in zip(dets, loaded):
-            xyxy = to_original(det["boxes"].float(), info).cpu().numpy().astype(np.float64)
-            row = {"bbox": np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1),
-                   "category_id": cat_ids[det["labels"].cpu().numpy() - 1]}
-            row.update({k: det[src].float().cpu().numpy().astype(np.float64) for k, src in FIELDS})
+            row = _coco_boxes(det, info, cat_ids)
+            row.update({k: _np(det[src]) for k, src in FIELDS})
             out[variant].append(row)
     return out
 
 
+def _np(t: Tensor) -> np.ndarray:
+    return t.float().cpu().numpy().astype(np.float64)
+
+
+def _coco_boxes(det: dict, info: dict, cat_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """``bbox`` (COCO xywh, original pixels) and ``category_id`` of a detector output's boxes / labels."""
+    xyxy = to_original(det["boxes"].float(), info).cpu().numpy().astype(np.float64)
+    return {"bbox": np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1),
+            "category_id": cat_ids[det["labels"].cpu().numpy() - 1]}
+
+
 def predict_images(detector: Detector, meta: dict, paths: Sequence[str | os.PathLike], *,
                    variants: Sequence[str] = ("dir",), batch_size: int = 8, device: str | torch.device = "cpu",
-                   score_threshold: float = 0.05, nms_threshold: float = 0.5,
-                   max_detections: int = 100) -> dict[str, list[dict[str, np.ndarray]]]:
-    """{variant: one dict per path} (see :func:`detect_loaded`), reading and detecting by batches."""
+                   score_threshold: float = 0.05, nms_threshold: float = 0.5, max_detections: int = 100,
+                   candidates_out: list | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+    """{variant: one dict per path} (see :func:`detect_loaded`, also for ``candidates_out``: one
+    entry per path), reading and detecting by batches."""
     detector = detector.to(device).eval()
     out: dict[str, list] = {v: [] for v in variants}
     paths = list(paths)
@@ -144,7 +162,7 @@ def predict_images(detector: Detector, meta: dict, paths: Sequence[str | os.Path
         loaded = [read_image(p, meta["image_size"]) for p in paths[start:start + bs]]
         got = detect_loaded(detector, meta, loaded, variants=variants, device=device,
                             score_threshold=score_threshold, nms_threshold=nms_threshold,
-                            max_detections=max_detections)
+                            max_detections=max_detections, candidates_out=candidates_out)
         for v in variants:
             out[v].extend(got[v])
     return out

@@ -257,3 +257,62 @@ def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float, idxs: Ten
                or float(box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0]) <= iou_threshold for j in keep):
             keep.append(i)
     return keep
+
+
+def iou_guided_nms(boxes: Tensor, ious: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, *,
+                   max_keep: int | None = None) -> tuple[Tensor, Tensor]:
+    """IoU-guided NMS (IoU-Net, Jiang et al. ECCV 2018, Algorithm 1) within each ``labels`` class.
+
+    Boxes are visited by decreasing *predicted IoU* ``ious`` (ties: lower index first); the best box
+    left is kept and suppresses the boxes of its class that overlap it by more than
+    ``iou_threshold``, and it takes the highest classification ``scores`` among itself and the boxes
+    it suppressed. Returns (kept indices, their new scores), ordered by decreasing new score (ties:
+    the IoU visiting order); ``max_keep`` keeps the best that many of those (after all suppression,
+    since the final order is not the visiting order).
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
+    order = torch.sort(ious, descending=True, stable=True).indices
+    bx = boxes.detach()[order].cpu().double().numpy()
+    sc = scores.detach()[order].cpu().double().numpy()
+    lab = labels[order].cpu().numpy()
+    x1, y1, x2, y2 = bx[:, 0], bx[:, 1], bx[:, 2], bx[:, 3]
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    alive = np.ones(len(sc), dtype=bool)
+    kept, new = [], []
+    while alive.any():
+        c = int(alive.argmax())  # the first alive box: highest predicted IoU left
+        w = np.maximum(np.minimum(x2[c], x2) - np.maximum(x1[c], x1), 0)
+        h = np.maximum(np.minimum(y2[c], y2) - np.maximum(y1[c], y1), 0)
+        inter = w * h
+        group = alive & (lab == lab[c]) & (inter > iou_threshold * np.maximum(area[c] + area - inter, 1e-9))
+        group[c] = True
+        kept.append(c)
+        new.append(float(sc[group].max()))
+        alive &= ~group
+    kept_np, new_np = np.asarray(kept), np.asarray(new)
+    final = np.argsort(-new_np, kind="stable")
+    if max_keep is not None:
+        final = final[:max_keep]
+    keep = order[torch.from_numpy(kept_np[final]).to(order.device)]
+    return keep, torch.from_numpy(new_np[final]).to(scores)
+
+
+def iou_guided_nms_reference(boxes: Tensor, ious: Tensor, scores: Tensor, labels: Tensor,
+                             iou_threshold: float) -> list[tuple[int, float]]:
+    """IoU-Net's Algorithm 1 in plain Python (tests only): [(kept index, new score)] by new score."""
+    left = sorted(range(len(ious)), key=lambda i: (-float(ious[i]), i))
+    out = []
+    while left:
+        i = left.pop(0)
+        s = float(scores[i])
+        rest = []
+        for j in left:
+            same = int(labels[j]) == int(labels[i])
+            if same and float(box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0]) > iou_threshold:
+                s = max(s, float(scores[j]))
+            else:
+                rest.append(j)
+        left = rest
+        out.append((i, s))
+    return [out[k] for k in sorted(range(len(out)), key=lambda k: -out[k][1])]

@@ -2,7 +2,8 @@
 re-implemented here): the 12 standard stats, per-class AP, precision-recall curves, and bootstrap
 confidence intervals over images.
 
-- :func:`score` (12 stats), :func:`evaluate` (stats, per-class AP, PR curves at IoU .5 / .75);
+- :func:`score` (12 stats), :func:`evaluate` (12 stats + AP90 from COCOeval's precision array,
+  per-class AP, PR curves at IoU .5 / .75);
 - :func:`bootstrap` (``{stat: (lo, hi)}``) = :func:`intervals` of :func:`bootstrap_samples`
   ([n_boot, 12] array; one seed gives every detection set the same image resamples, so differences
   of two sample arrays are paired bootstraps). Cost: ~0.18 s per resample for 160 images x 100
@@ -27,6 +28,10 @@ from pathlib import Path
 from tasks.core import MokuflowError
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# Beyond COCO's 12: AP at one IoU threshold, read from COCOeval's precision array (IoU .90 has no
+# summary stat). EXTENDED_NAMES is what :func:`evaluate` and ``bootstrap_samples(extended=True)`` give.
+AP_AT = {"AP90": 0.90}
+EXTENDED_NAMES = STAT_NAMES + tuple(AP_AT)
 GT_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
 
 
@@ -152,6 +157,23 @@ def _stats(E) -> dict:
     return {name: float(v) for name, v in zip(STAT_NAMES, E.stats[:12])}
 
 
+def ap_at(E, iou: float) -> float:
+    """AP (area all, 100 detections) at one IoU threshold of a finished COCOeval, from its
+    ``eval["precision"]`` [T, R, K, A, M] exactly as summarize() averages it: the mean over recall
+    points and classes of the entries > -1; -1 where none is defined (no ground truth)."""
+    import numpy as np
+
+    t = np.flatnonzero(np.isclose(E.params.iouThrs, iou))
+    if len(t) != 1:
+        raise ValueError(f"IoU {iou} is not one of COCOeval's thresholds {list(E.params.iouThrs)}")
+    p = E.eval["precision"][int(t[0]), :, :, 0, -1]
+    return float(p[p > -1].mean()) if (p > -1).any() else -1.0
+
+
+def _extended(E) -> dict:
+    return _stats(E) | {name: ap_at(E, iou) for name, iou in AP_AT.items()}
+
+
 def score(gt, dt) -> dict:
     """The 12 COCO bbox stats ``{"AP": ..., ..., "ARl": ...}`` of detections ``dt`` against ``gt``."""
     gt, gt_where = load_gt(gt)
@@ -166,7 +188,7 @@ def _class_names(gt: dict, cat_ids) -> list[str]:
 
 
 def evaluate(gt, dt) -> tuple[dict, dict, dict]:
-    """(12 stats, per-class AP, precision-recall curves).
+    """(12 stats + AP90 (EXTENDED_NAMES), per-class AP, precision-recall curves).
 
     Per-class AP: ``{category name: AP@[.5:.95]}`` (area all, 100 detections), -1 for a class
     without ground truth. Curves (COCO's interpolated precision on its 101-point recall grid, area
@@ -183,7 +205,7 @@ def evaluate(gt, dt) -> tuple[dict, dict, dict]:
     gt, gt_where = load_gt(gt)
     dets, _ = load_dt(dt, gt, gt_where)
     E = _evaluator(gt, dets)
-    stats = _stats(E)
+    stats = _extended(E)
     P = E.eval["precision"]  # [iou T, recall R, class K, area A, maxdets M]
     p = E.params
     names = _class_names(gt, [int(c) for c in p.catIds])
@@ -214,8 +236,9 @@ def bootstrap(gt, dt, *, n_boot: int, seed: int, level: float = 0.95) -> dict:
     return intervals(bootstrap_samples(gt, dt, n_boot=n_boot, seed=seed), level)
 
 
-def bootstrap_samples(gt, dt, *, n_boot: int, seed: int):
-    """The 12 stats of ``n_boot`` image resamples: a float array [n_boot, 12] (STAT_NAMES order).
+def bootstrap_samples(gt, dt, *, n_boot: int, seed: int, extended: bool = False):
+    """The 12 stats of ``n_boot`` image resamples: a float array [n_boot, 12] (STAT_NAMES order);
+    ``extended``: [n_boot, 13] with AP90 too (EXTENDED_NAMES order).
 
     Each resample draws the ground-truth images with replacement (as many as there are, sorted by
     id), renumbers the copies (a drawn image, its annotations and its detections get a fresh image
@@ -246,7 +269,8 @@ def bootstrap_samples(gt, dt, *, n_boot: int, seed: int):
     cats = [dict(c) for c in gt["categories"]]
     n = len(images)
     draws = resample_indices(n, n_boot, seed)
-    samples = np.full((n_boot, len(STAT_NAMES)), np.nan)
+    names = EXTENDED_NAMES if extended else STAT_NAMES
+    samples = np.full((n_boot, len(names)), np.nan)
     if n == 0:
         return samples
     for b in range(n_boot):
@@ -260,23 +284,27 @@ def bootstrap_samples(gt, dt, *, n_boot: int, seed: int):
                 ds.append({**d, "id": len(ds) + 1, "image_id": new_id})
         E = _evaluator_direct({"images": imgs, "annotations": anns, "categories": cats}, ds)
         s = np.asarray(E.stats[:12], dtype=float)
+        if extended:
+            s = np.concatenate([s, [ap_at(E, iou) for iou in AP_AT.values()]])
         s[s == -1] = np.nan
         samples[b] = s
     return samples
 
 
 def intervals(samples, level: float = 0.95) -> dict:
-    """Percentile intervals ``{stat: (lo, hi)}`` of bootstrap samples [n_boot, 12] (or of paired
+    """Percentile intervals ``{stat: (lo, hi)}`` of bootstrap samples [n_boot, 12 or 13] (or of paired
     differences of two such arrays); NaN entries are left out, (nan, nan) when a column has none."""
     import numpy as np
 
     from models.common.stats import percentile_interval
 
     samples = np.asarray(samples, dtype=float)
-    if samples.ndim != 2 or samples.shape[1] != len(STAT_NAMES):
-        raise ValueError(f"samples must be [n_boot, {len(STAT_NAMES)}], got shape {samples.shape}")
+    if samples.ndim != 2 or samples.shape[1] not in (len(STAT_NAMES), len(EXTENDED_NAMES)):
+        raise ValueError(f"samples must be [n_boot, {len(STAT_NAMES)}] (or {len(EXTENDED_NAMES)} with AP90), "
+                         f"got shape {samples.shape}")
+    names = STAT_NAMES if samples.shape[1] == len(STAT_NAMES) else EXTENDED_NAMES
     out = {}
-    for j, name in enumerate(STAT_NAMES):
+    for j, name in enumerate(names):
         lo, hi = percentile_interval(samples[:, j], level)
         out[name] = (math.nan, math.nan) if lo is None else (lo, hi)
     return out

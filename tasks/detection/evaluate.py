@@ -1,17 +1,25 @@
-"""Score every detector variant on the held-out test split: COCO AP with bootstrap intervals, and how
-well each variant's predicted IoU matches the true IoU of its detections.
+"""Score every detector variant on the held-out test split: COCO AP with bootstrap intervals, paired
+gains, the verdicts on the paper's two ideas, and how well each IoU head's predicted IoU matches the
+true IoU.
 
-The variants are one trained network ranked and suppressed four ways (``detection.evaluate.variants``):
+The variants are one trained network ranked and suppressed five ways (``detection.evaluate.variants``):
 ``none`` (classification score alone), ``direct`` (IoU-Net head on the proposal's features), ``decoupled``
-(purity / integrity on the proposal's features) and ``dir`` (purity / integrity re-pooled on the refined
-box). One network pass per image batch serves them all. COCO stats come from faster-coco-eval
-(tasks/detection/cocoeval.py); intervals are percentile bootstraps over test images, and the same
-resamples serve every variant, so ``dir`` minus another variant has a paired interval too.
+(purity / integrity on the proposal's features), ``dir`` (purity / integrity re-pooled on the refined
+box) and ``iou_nms`` (IoU-Net's IoU-guided NMS with the direct head: boxes visited by predicted IoU,
+each kept box inherits the best class score it suppresses). One network pass per image batch serves
+them all. COCO stats (the 12 + AP90) come from faster-coco-eval (tasks/detection/cocoeval.py);
+intervals are percentile bootstraps over test images, and the same resamples serve every variant, so
+differences of variants have paired intervals.
 
 Writes ``<detection.evaluate.out_dir>/``: ``metrics.json`` ({variant: {stat: {value, ci_low, ci_high}}},
-``gain`` paired differences, ``iou_calibration``, ``per_class``, ``n_test``), ``curves.json``
-(precision-recall curves per variant) and ``detections/<variant>.json`` (COCO results), and logs them
-to the pipeline's MLflow run: ``test_<stat>`` for DIR, ``<variant>_test_<stat>`` for every variant.
+``gain`` paired differences (``<v>-none`` for every variant, ``dir-<v>``, ``decoupled-direct``) for AP,
+AP50, AP75, AP90, ``claims`` (``decoupling``: decoupled vs direct; ``hindsight``: dir vs decoupled;
+each holds / reversed / not shown on the paired AP interval), ``iou_calibration`` (final detections),
+``iou_calibration_bins`` (pre-NMS candidates by true-IoU bin, and the share below the heads' training
+floor), ``per_class``, ``n_test``), ``curves.json`` (precision-recall curves per variant) and
+``detections/<variant>.json`` (COCO results), and logs them to the pipeline's MLflow run:
+``test_<stat>`` for DIR, ``<variant>_test_<stat>`` for every variant, ``gain_<a>_vs_<b>_<stat>``,
+``claim_<name>_AP_gain`` / ``claim_<name>_holds`` (1 holds, -1 reversed, 0 not shown).
 """
 from __future__ import annotations
 
@@ -22,7 +30,11 @@ from tasks.core import MokuflowError, atomic_dir, log, resolve, write_json
 from tasks.detection.data import items
 from tasks.detection.study import STATS
 
-CLAIM_STATS = ("AP", "AP75", "AP50")
+CLAIM_STATS = ("AP", "AP50", "AP75", "AP90")  # the stats every paired gain is given for
+# The paper's two ideas, each one paired comparison on AP: (name, variant, baseline, what it tests).
+CLAIMS = (("decoupling", "decoupled", "direct", "purity + integrity beat one IoU head (both on the proposal's features)"),
+          ("hindsight", "dir", "decoupled", "re-pooling P/I on the refined box beats predicting them from the proposal"))
+IOU_BINS = tuple(round(0.1 * k, 1) for k in range(11))  # calibration-by-bin edges: [0, .1), ..., [.9, 1]
 
 
 def run(params: dict, **kwargs) -> dict:
@@ -31,10 +43,14 @@ def run(params: dict, **kwargs) -> dict:
     cfg = params["detection"]["evaluate"]
     run_id = current_run_id(params, "detection")  # before the slow part: no run to log into is an error
     gt, test_items = items(params, "test", min_n=2)
-    dets = predict(params, [p for p, _, _ in test_items], variants=tuple(cfg["variants"]))
+    cands: list = []
+    dets, min_target = predict(params, [p for p, _, _ in test_items], variants=tuple(cfg["variants"]),
+                               candidates_out=cands)
     image_ids = [im["id"] for im in sorted(gt["images"], key=lambda im: im["id"])]
     metrics, curves, results = score_variants(gt, image_ids, dets, n_boot=int(cfg["bootstrap"]),
                                               seed=int(cfg["seed"]))
+    metrics["iou_calibration_bins"] = candidate_calibration(gt, image_ids, cands, min_target=min_target,
+                                                            score_threshold=float(cfg["score_threshold"]))
     metrics["n_test"] = len(test_items)
     out_dir = resolve(params, cfg["out_dir"])
     with atomic_dir(out_dir / "detections") as tmp:
@@ -45,15 +61,21 @@ def run(params: dict, **kwargs) -> dict:
     _log_to_mlflow(params, run_id, metrics, out_dir)
     for v in dets:
         m = metrics[v]
-        log(f"{v:>9}: AP {_ci(m['AP'])}  AP50 {m['AP50']['value']:.3f}  AP75 {_ci(m['AP75'])}"
+        log(f"{v:>9}: AP {_ci(m['AP'])}  AP50 {m['AP50']['value']:.3f}  AP75 {_ci(m['AP75'])}  AP90 {_ci(m['AP90'])}"
             + (f"  IoU pearson {metrics['iou_calibration'][v]['pearson'] or float('nan'):.3f}"
                if v in metrics["iou_calibration"] else ""))
+    for name, c in metrics["claims"].items():
+        log(f"evaluate: claim {name} ({c['comparison']} AP): {c['verdict']}"
+            + (f" {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c["ci_low"] is not None else ""))
     return {"metrics": str(metrics_file), "n_test": len(test_items), "mlflow_run_id": run_id,
-            **{f"{v}_AP": metrics[v]["AP"]["value"] for v in dets}}
+            **{f"{v}_AP": metrics[v]["AP"]["value"] for v in dets},
+            "claims": {k: c["verdict"] for k, c in metrics["claims"].items()}}
 
 
-def predict(params: dict, paths: list[str], *, variants: tuple[str, ...]) -> dict:
-    """{variant: one detections dict per path} from the trained model.pt (GPU when there is one)."""
+def predict(params: dict, paths: list[str], *, variants: tuple[str, ...],
+            candidates_out: list | None = None) -> tuple[dict, float]:
+    """({variant: one detections dict per path}, the IoU heads' training floor ``iou_min_target``)
+    from the trained model.pt (GPU when there is one); ``candidates_out`` gets what reached NMS."""
     import torch
 
     from models.detection.inference import ImageReadError, ModelFileError, load_model, predict_images
@@ -71,10 +93,12 @@ def predict(params: dict, paths: list[str], *, variants: tuple[str, ...]) -> dic
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluate: {len(variants)} variants on {len(paths)} test images ({device})")
     try:
-        return predict_images(detector, meta, paths, variants=variants, device=device,
+        dets = predict_images(detector, meta, paths, variants=variants, device=device,
                               batch_size=int(params["detection"]["train"]["batch_size"]),
                               score_threshold=float(cfg["score_threshold"]),
-                              nms_threshold=float(cfg["nms_threshold"]), max_detections=int(cfg["max_detections"]))
+                              nms_threshold=float(cfg["nms_threshold"]), max_detections=int(cfg["max_detections"]),
+                              candidates_out=candidates_out)
+        return dets, float(detector.iou_min_target)
     except ImageReadError as e:
         raise MokuflowError(str(e)) from None
 
@@ -99,7 +123,7 @@ def score_variants(gt: dict, image_ids: list[int], dets: dict, *, n_boot: int, s
                       **{k: (None if np.isnan(extra[k][j]) else float(extra[k][j])) for k in ("iou", "purity", "integrity")}})
         results[variant] = res
         stats, per_class, curve = cocoeval.evaluate(gt, res)
-        boot = cocoeval.bootstrap_samples(gt, res, n_boot=n_boot, seed=seed) if n_boot else None
+        boot = cocoeval.bootstrap_samples(gt, res, n_boot=n_boot, seed=seed, extended=True) if n_boot else None
         samples[variant] = boot
         lo_hi = _finite(cocoeval.intervals(boot)) if boot is not None else {}
         metrics[variant] = {s: {"value": stats[s], "ci_low": lo_hi.get(s, (None, None))[0],
@@ -108,14 +132,33 @@ def score_variants(gt: dict, image_ids: list[int], dets: dict, *, n_boot: int, s
         curves[variant] = curve
         if not all(np.isnan(d["iou"]).all() for d in per_image):
             metrics["iou_calibration"][variant] = iou_calibration(gt, image_ids, per_image)
-    if "dir" in dets and n_boot:  # paired: the same image resamples for every variant
-        for other in (v for v in dets if v != "dir"):
-            diff = samples["dir"] - samples[other]
-            metrics["gain"][f"dir-{other}"] = {
-                s: {"value": metrics["dir"][s]["value"] - metrics[other][s]["value"],
-                    **dict(zip(("ci_low", "ci_high"), _finite(cocoeval.intervals(diff))[s]))}
-                for s in CLAIM_STATS}
+    if n_boot:  # paired: the same image resamples for every variant
+        pairs = [(v, "none") for v in dets if v != "none" and "none" in dets]
+        pairs += [("dir", v) for v in dets if v not in ("dir", "none") and "dir" in dets]
+        pairs += [(a, b) for _, a, b, _ in CLAIMS if a in dets and b in dets and (a, b) not in pairs]
+        for a, b in pairs:
+            diff = cocoeval.intervals(samples[a] - samples[b])
+            metrics["gain"][f"{a}-{b}"] = {
+                s: {"value": metrics[a][s]["value"] - metrics[b][s]["value"],
+                    **dict(zip(("ci_low", "ci_high"), _finite(diff)[s]))} for s in CLAIM_STATS}
+    metrics["claims"] = claims(metrics["gain"])
     return metrics, curves, results
+
+
+def claims(gain: dict, stat: str = "AP") -> dict:
+    """The paper's two ideas (CLAIMS), each judged on one paired AP gain: ``holds`` (the 95 %
+    interval lies above 0), ``reversed`` (below 0), ``not shown`` (it contains 0) or ``not measured``
+    (a variant missing, or no bootstrap)."""
+    out = {}
+    for name, a, b, what in CLAIMS:
+        g = (gain.get(f"{a}-{b}") or {}).get(stat)
+        row = {"comparison": f"{a}-{b}", "stat": stat, "idea": what, "value": None, "ci_low": None, "ci_high": None}
+        if g is None or g["ci_low"] is None:
+            out[name] = row | {"verdict": "not measured"} | ({"value": g["value"]} if g else {})
+            continue
+        verdict = "holds" if g["ci_low"] > 0 else "reversed" if g["ci_high"] < 0 else "not shown"
+        out[name] = row | {"verdict": verdict, "value": g["value"], "ci_low": g["ci_low"], "ci_high": g["ci_high"]}
+    return out
 
 
 def true_ious(gt: dict, image_ids: list[int], per_image: list[dict]) -> list:
@@ -128,22 +171,63 @@ def true_ious(gt: dict, image_ids: list[int], per_image: list[dict]) -> list:
             by_image[a["image_id"]].append((a["category_id"], a["bbox"]))
     out = []
     for img, det in zip(image_ids, per_image):
-        ious = np.zeros(len(det["rank"]))
-        for j, (cid, box) in enumerate(zip(det["category_id"], det["bbox"])):
+        box = np.asarray(det["bbox"], dtype=float).reshape(-1, 4)
+        cats = np.asarray(det["category_id"])
+        ious = np.zeros(len(box))
+        for cid in np.unique(cats):  # one [detections x truths] IoU matrix per class
             g = np.array([b for c, b in by_image[img] if c == cid], dtype=float).reshape(-1, 4)
             if len(g):
-                x1, y1 = np.maximum(box[0], g[:, 0]), np.maximum(box[1], g[:, 1])
-                x2 = np.minimum(box[0] + box[2], g[:, 0] + g[:, 2])
-                y2 = np.minimum(box[1] + box[3], g[:, 1] + g[:, 3])
+                d = box[cats == cid]
+                x1 = np.maximum(d[:, None, 0], g[None, :, 0])
+                y1 = np.maximum(d[:, None, 1], g[None, :, 1])
+                x2 = np.minimum(d[:, None, 0] + d[:, None, 2], g[None, :, 0] + g[None, :, 2])
+                y2 = np.minimum(d[:, None, 1] + d[:, None, 3], g[None, :, 1] + g[None, :, 3])
                 inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-                ious[j] = float((inter / (box[2] * box[3] + g[:, 2] * g[:, 3] - inter)).max())
+                union = (d[:, 2] * d[:, 3])[:, None] + (g[:, 2] * g[:, 3])[None] - inter
+                ious[cats == cid] = (inter / np.maximum(union, 1e-12)).max(axis=1)
         out.append(ious)
     return out
 
 
+def iou_bins(truth, pred, edges=IOU_BINS) -> list[dict]:
+    """Predicted vs true IoU by true-IoU bin: per bin [lo, hi) (the last one closed) ``n``,
+    ``mean_pred`` and ``mean_true`` (None for an empty bin). Non-finite predictions are left out."""
+    import numpy as np
+
+    truth, pred = np.asarray(truth, dtype=float), np.asarray(pred, dtype=float)
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    truth, pred = truth[ok], pred[ok]
+    edges = np.asarray(edges, dtype=float)
+    k = np.clip(np.searchsorted(edges, truth, side="right") - 1, 0, len(edges) - 2)
+    out = []
+    for b in range(len(edges) - 1):
+        m = k == b
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
+                    "mean_pred": float(pred[m].mean()) if m.any() else None,
+                    "mean_true": float(truth[m].mean()) if m.any() else None})
+    return out
+
+
+def candidate_calibration(gt: dict, image_ids: list[int], candidates: list[dict], *, min_target: float,
+                          score_threshold: float, edges=IOU_BINS) -> dict:
+    """Each IoU head's predicted vs true IoU by true-IoU bin on what reaches NMS (every candidate with
+    class score > ``score_threshold``, before suppression: the boxes the heads re-rank), and the share
+    of those candidates whose true IoU is below ``min_target``, the floor of the heads' training
+    targets (``Detector.iou_min_target``): there the heads extrapolate."""
+    import numpy as np
+
+    truth = np.concatenate(true_ious(gt, image_ids, candidates)) if candidates else np.zeros(0)
+    heads = list(dict.fromkeys(k[4:] for c in candidates for k in c if k.startswith("iou_")))  # the model's order
+    return {"source": f"pre-NMS candidates (class score > {score_threshold:g})", "edges": [float(e) for e in edges],
+            "n": int(len(truth)), "trained_min_iou": float(min_target),
+            "share_below_min_iou": float((truth < min_target).mean()) if len(truth) else None,
+            "heads": {h: iou_bins(truth, np.concatenate([c[f"iou_{h}"] for c in candidates]), edges) for h in heads}}
+
+
 def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> dict:
-    """Pearson / Spearman of predicted vs true IoU: over detections that match a box of their class
-    (true IoU >= 0.5, the range the IoU heads are trained on) and over all that overlap one."""
+    """Pearson / Spearman of predicted vs true IoU over final detections (after NMS): over those that
+    match a box of their class (true IoU >= 0.5, COCO's loosest true positive; the heads' training
+    targets start at ``Detector.iou_min_target`` = 0.4) and over all that overlap one."""
     import numpy as np
     from scipy import stats
 
@@ -170,6 +254,14 @@ def _log_to_mlflow(params: dict, run_id: str, metrics: dict, out_dir: Path) -> N
             flat[f"{variant}_test_AP_{side}"] = metrics[variant]["AP"][side]
         cal = metrics["iou_calibration"].get(variant) or {}
         flat[f"{variant}_iou_pearson"] = cal.get("pearson")
+    for key, g in (metrics.get("gain") or {}).items():
+        a, b = key.split("-")
+        flat |= {f"gain_{a}_vs_{b}_{s}": g[s]["value"] for s in CLAIM_STATS}
+    for name, c in (metrics.get("claims") or {}).items():
+        flat[f"claim_{name}_AP_gain"] = c["value"]
+        flat[f"claim_{name}_holds"] = {"holds": 1.0, "reversed": -1.0, "not shown": 0.0}.get(c["verdict"])
+    bins = metrics.get("iou_calibration_bins") or {}
+    flat["candidates_share_below_min_iou"] = bins.get("share_below_min_iou")
     if "dir" in metrics:
         flat |= {f"test_{s}": metrics["dir"][s]["value"] for s in STATS}
     flat["test_n"] = metrics["n_test"]

@@ -7,7 +7,7 @@ from pydantic import model_validator
 
 from tasks.core.schema import Field, RegisterConfig, ScheduleConfig, Section, TrainConfig
 
-VARIANTS = ("none", "direct", "decoupled", "dir")
+VARIANTS = ("none", "direct", "decoupled", "dir", "iou_nms")  # iou_nms: IoU-guided NMS (direct head)
 
 
 class SplitFiles(Section):
@@ -75,7 +75,7 @@ class Train(TrainConfig):
 
 
 class Evaluate(Section):
-    variants: list[Literal["none", "direct", "decoupled", "dir"]] = Field(min_length=1)
+    variants: list[Literal["none", "direct", "decoupled", "dir", "iou_nms"]] = Field(min_length=1)
     score_threshold: float = Field(ge=0, lt=1)
     nms_threshold: float = Field(gt=0, le=1)
     max_detections: int = Field(gt=0)

@@ -247,3 +247,37 @@ def test_score_stage_imports_no_torch(fixtures_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["AP"] == pytest.approx(0.6947194719471946, abs=TOL)
+
+
+def test_ap90_is_zero_when_every_iou_lies_between_075_and_090():
+    """Detections = the truth shifted 8 px on 100 px boxes: IoU 92/108 = 0.852 for each, so every one
+    matches at IoU .50-.85 and none at .90-.95: AP50 = AP75 = 1, AP90 = 0, AP = 8/10."""
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 300, "height": 300} for i in (1, 2, 3)]
+    anns, dets = [], []
+    for i in (1, 2, 3):
+        for k, cat in enumerate((1, 2)):
+            x, y = 20.0 + 120 * k, 30.0
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": [x, y, 100.0, 100.0],
+                         "area": 1e4, "iscrowd": 0})
+            dets.append({"image_id": i, "category_id": cat, "bbox": [x + 8, y, 100.0, 100.0], "score": 0.9 - 0.1 * k})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    stats, _, _ = cocoeval.evaluate(gt, dets)
+    assert list(stats) == list(cocoeval.EXTENDED_NAMES)
+    assert stats["AP50"] == pytest.approx(1) and stats["AP75"] == pytest.approx(1)
+    assert stats["AP90"] == pytest.approx(0) and stats["AP"] == pytest.approx(0.8)
+    s = cocoeval.bootstrap_samples(gt, dets, n_boot=5, seed=0, extended=True)
+    assert s.shape == (5, 13)
+    ci = cocoeval.intervals(s)
+    assert ci["AP90"] == (0.0, 0.0) and ci["AP75"] == pytest.approx((1.0, 1.0))
+    np.testing.assert_array_equal(s[:, :12], cocoeval.bootstrap_samples(gt, dets, n_boot=5, seed=0))
+
+
+def test_ap_at_reproduces_cocos_ap50_and_ap75(fixtures_dir):
+    gt_path, dt_path, _ = _pair(fixtures_dir, "val2014_100")
+    gt, dt = json.loads(gt_path.read_text()), json.loads(dt_path.read_text())
+    E = cocoeval._evaluator(gt, dt)
+    assert cocoeval.ap_at(E, 0.5) == pytest.approx(E.stats[1], abs=TOL)
+    assert cocoeval.ap_at(E, 0.75) == pytest.approx(E.stats[2], abs=TOL)
+    assert 0 <= cocoeval.ap_at(E, 0.9) <= cocoeval.ap_at(E, 0.75)
+    with pytest.raises(ValueError, match="thresholds"):
+        cocoeval.ap_at(E, 0.42)

@@ -117,13 +117,16 @@ def test_candidates_hold_every_head(candidates):
         assert torch.allclose(c[f"iou_{name}"], p * i / (p + i - p * i))
 
 
-@pytest.mark.parametrize("variant", ["none", "direct", "decoupled", "dir"])
+@pytest.mark.parametrize("variant", ["none", "direct", "decoupled", "dir", "iou_nms"])
 def test_postprocess_ranks_and_suppresses(candidates, variant):
     det, cands = candidates
     out = det.postprocess(cands, variant, nms_threshold=0.5, max_detections=30)
     for d in out:
         assert len(d["boxes"]) <= 30 and (d["rank"].diff() <= 0).all()
-        if variant == "none":
+        if variant == "iou_nms":  # direct head's IoU, ranked by the inherited class score
+            assert torch.equal(d["rank"], d["scores"]) and not torch.isnan(d["iou"]).any()
+            assert torch.isnan(d["purity"]).all()
+        elif variant == "none":
             assert torch.isnan(d["iou"]).all() and torch.isnan(d["purity"]).all()
             assert torch.equal(d["rank"], d["scores"])
         else:
@@ -282,6 +285,15 @@ def test_predict_images_in_original_pixels(overfit, tmp_path):
     res = to_coco_results([42], out["dir"])
     assert len(res) == len(d["rank"]) and res[0]["image_id"] == 42 and res[0]["score"] == pytest.approx(d["rank"][0])
     assert res[0]["bbox"] == pytest.approx(d["bbox"][0].tolist()) and res[0]["category_id"] in (5, 9)
+    cands: list = []
+    again = predict_images(model, meta, [tmp_path / "big.png"], variants=("dir",), candidates_out=cands)
+    np.testing.assert_array_equal(again["dir"][0]["bbox"], d["bbox"])  # asking for candidates changes nothing
+    assert len(cands) == 1 and set(cands[0]) == {"bbox", "category_id", "score", "iou_direct", "iou_decoupled",
+                                                 "iou_dir"}
+    c = cands[0]
+    assert len(c["bbox"]) >= len(d["bbox"]) and (c["score"] > 0.05).all() and len({len(v) for v in c.values()}) == 1
+    # every kept detection is one of the candidates, in the same original pixels
+    assert all(np.isclose(c["bbox"], b).all(axis=1).any() for b in d["bbox"])
 
 
 # -------------------------------------------------------------------------------------- lightning

@@ -14,6 +14,8 @@ from models.detection.ops import (
     decode_boxes,
     encode_boxes,
     iou_from_pi,
+    iou_guided_nms,
+    iou_guided_nms_reference,
     nms,
     nms_per_image,
     nms_reference,
@@ -193,3 +195,35 @@ def test_ap50_and_val_merge():
     assert ap50([], 2) == 0.0
     shards = [[{"index": 0, "v": "a"}, {"index": 2, "v": "c"}], [{"index": 1, "v": "b"}, {"index": 0, "v": "x"}]]
     assert [r["v"] for r in merge_val_rows(shards)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_iou_guided_nms_matches_the_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = 60
+    boxes = random_boxes(n, gen=gen, dtype=torch.float64)
+    ious = torch.rand(n, generator=gen, dtype=torch.float64)
+    scores = torch.rand(n, generator=gen, dtype=torch.float64)
+    labels = torch.randint(1, 4, (n,), generator=gen)
+    for thr in (0.3, 0.5, 0.7):
+        keep, new = iou_guided_nms(boxes, ious, scores, labels, thr)
+        ref = iou_guided_nms_reference(boxes, ious, scores, labels, thr)
+        assert keep.tolist() == [i for i, _ in ref]
+        np.testing.assert_allclose(new.numpy(), [s for _, s in ref], rtol=0, atol=1e-12)
+        assert (new.diff() <= 0).all() and (new >= scores[keep]).all()
+        top, top_new = iou_guided_nms(boxes, ious, scores, labels, thr, max_keep=5)
+        assert torch.equal(top, keep[:5]) and torch.equal(top_new, new[:5])
+
+
+def test_iou_guided_nms_keeps_the_higher_iou_box_with_the_higher_score():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1.0, 0, 11, 10], [50.0, 50, 60, 60], [0.0, 0, 10, 10]])
+    ious = torch.tensor([0.6, 0.9, 0.5, 0.95])  # box 1 overlaps box 0 (IoU 9/11); box 3 is another class
+    scores = torch.tensor([0.8, 0.3, 0.4, 0.2])
+    labels = torch.tensor([1, 1, 1, 2])
+    keep, new = iou_guided_nms(boxes, ious, scores, labels, 0.5)
+    # box 1 (higher predicted IoU) is kept and inherits box 0's 0.8; box 3 is not suppressed (class 2)
+    assert keep.tolist() == [1, 2, 3] and new.tolist() == pytest.approx([0.8, 0.4, 0.2])
+    keep, new = iou_guided_nms(boxes, ious, scores, labels, 0.9)  # IoU 9/11 < 0.9: nothing suppressed
+    assert keep.tolist() == [0, 2, 1, 3] and new.tolist() == pytest.approx([0.8, 0.4, 0.3, 0.2])
+    keep, new = iou_guided_nms(boxes[:0], ious[:0], scores[:0], labels[:0], 0.5)
+    assert keep.numel() == 0 and new.numel() == 0

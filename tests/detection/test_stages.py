@@ -37,7 +37,7 @@ def test_train_writes_a_loadable_model_and_its_run(project):
     params, s = project
     out = Path(params["_root"]) / "artifacts/detection/train"
     detector, meta = load_model(out / "model.pt")
-    assert detector.variants == ("none", "direct", "decoupled", "dir")
+    assert detector.variants == ("none", "direct", "decoupled", "dir", "iou_nms")
     assert [c["id"] for c in meta["categories"]] == sorted(int(k) for k in s["train"]["categories"])
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 2 and np.isfinite(history["train_loss"]).all()
@@ -56,19 +56,32 @@ def test_evaluate_scores_every_variant_with_intervals(project):
     out = Path(params["_root"]) / "metrics/detection"
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_test"] == 8
-    for v in ("none", "direct", "decoupled", "dir"):
-        assert set(m[v]) == set(STATS)
+    for v in ("none", "direct", "decoupled", "dir", "iou_nms"):
+        assert set(m[v]) == set(STATS) and "AP90" in STATS
         ap = m[v]["AP"]
         assert 0 <= ap["value"] <= 1 and (ap["ci_low"] is None or ap["ci_low"] <= ap["ci_high"])
         # the stored detections give the stored stats (no re-implemented AP anywhere)
         dets = json.loads((out / "detections" / f"{v}.json").read_text())
         assert cocoeval.score(load_split(params, "test"), dets)["AP"] == pytest.approx(ap["value"], abs=1e-12)
-    assert set(m["iou_calibration"]) == {"direct", "decoupled", "dir"}  # "none" predicts no IoU
+    assert set(m["iou_calibration"]) == {"direct", "decoupled", "dir", "iou_nms"}  # "none" predicts no IoU
     for cal in m["iou_calibration"].values():  # matched (IoU >= 0.5) detections are among the overlapping
         assert cal["n"] <= cal["n_overlapping"]
-    assert set(m["gain"]) == {"dir-none", "dir-direct", "dir-decoupled"}
-    g = m["gain"]["dir-none"]["AP"]
-    assert g["value"] == pytest.approx(m["dir"]["AP"]["value"] - m["none"]["AP"]["value"])
+    assert set(m["gain"]) == {"direct-none", "decoupled-none", "dir-none", "iou_nms-none", "dir-direct",
+                              "dir-decoupled", "dir-iou_nms", "decoupled-direct"}
+    for v in ("dir", "iou_nms"):
+        for stat in ("AP", "AP50", "AP75", "AP90"):
+            g = m["gain"][f"{v}-none"][stat]
+            assert g["value"] == pytest.approx(m[v][stat]["value"] - m["none"][stat]["value"])
+    assert set(m["claims"]) == {"decoupling", "hindsight"}
+    assert m["claims"]["hindsight"]["comparison"] == "dir-decoupled"
+    for c in m["claims"].values():
+        assert c["verdict"] in ("holds", "reversed", "not shown")
+    bins = m["iou_calibration_bins"]
+    assert set(bins["heads"]) == {"direct", "decoupled", "dir"} and bins["trained_min_iou"] == 0.4
+    assert all(sum(b["n"] for b in h) == bins["n"] for h in bins["heads"].values()) and bins["n"] > 0
+    assert 0 <= bins["share_below_min_iou"] <= 1
+    iou_nms = json.loads((out / "detections" / "iou_nms.json").read_text())
+    assert all(r["score"] == pytest.approx(r["cls_score"]) and r["iou"] is not None for r in iou_nms)
     none = json.loads((out / "detections" / "none.json").read_text())
     assert all(r["iou"] is None for r in none)
     assert all(r["score"] == pytest.approx(r["cls_score"]) for r in none)  # ranked by score alone
@@ -84,6 +97,8 @@ def test_report_shows_variants_claim_and_plots(project):
     page = (out / "index.html").read_text()
     assert "full DIR (P/I, re-pooled)" in page and "no IoU head (score only)" in page
     assert "The paper's claim" in page and s["report"]["verdict"].split(":")[0] in page
+    assert "IoU-guided NMS" in page and "AP90" in page and "iou_nms-none" in page
+    assert "Decoupling" in page and "Hindsight" in page and "before NMS" in page
     for png in s["report"]["images"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"pr.png", "examples.png", "training.png"} <= set(s["report"]["images"])
