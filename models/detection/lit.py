@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
+from models.common.lit import HistoryCheckpoint
 from models.detection.detector import Detector
 from models.detection.inference import letterbox, read_rgb, to_tensor
 from models.detection.metrics import ap50
@@ -39,6 +39,8 @@ class DetectionLitModule(HistoryCheckpoint, L.LightningModule):
     over the whole val split (``val_ap50``, the checkpoint monitor). ``net_config`` lets a
     checkpoint rebuild the net: ``DetectionLitModule.load_from_checkpoint(path)`` needs no ``net``."""
 
+    history_val_keys = ("val_ap50",)
+
     def __init__(self, net: Detector | None = None, *, net_config: dict | None = None, lr: float = 2e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 100, val_variant: str = "dir",
                  val_score_threshold: float = 0.05):
@@ -53,10 +55,8 @@ class DetectionLitModule(HistoryCheckpoint, L.LightningModule):
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.hparams["net_config"] = net.config
         self.net = net
-        self.history: list[dict] = []  # one row per finished epoch; saved in checkpoints (resume)
-        self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
+        self._init_history()  # one row per finished epoch; saved in checkpoints (resume)
         self._val_rows: list[dict] = []
-        self._last_val: float | None = None
         self.val_images_seen = 0  # split images in the last validation (after merging ranks)
 
     def forward(self, images: Tensor, targets: list[dict] | None = None):
@@ -68,12 +68,7 @@ class DetectionLitModule(HistoryCheckpoint, L.LightningModule):
         losses = self.net(images, targets)
         loss = sum(losses.values())
         n = len(images)
-        if self._train_n and self._train_epoch != int(self.current_epoch):
-            # Resumed from a checkpoint taken after an epoch's last step but before its end hooks.
-            self._close_epoch(self._train_epoch)
-        self._train_sum += float(loss.detach()) * n
-        self._train_n += n
-        self._train_epoch = int(self.current_epoch)
+        self._add_train_loss(loss.detach(), n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log_dict({k: v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=n)
         return loss
@@ -108,21 +103,7 @@ class DetectionLitModule(HistoryCheckpoint, L.LightningModule):
         if not self.trainer.sanity_checking:
             self._last_val = value
 
-    def on_train_epoch_end(self) -> None:
-        self._close_epoch(int(self.current_epoch))
-
-    def _close_epoch(self, epoch: int) -> None:
-        mean = self._train_sum / self._train_n if self._train_n else float("nan")
-        val = float("nan") if self._last_val is None else float(self._last_val)
-        self.history.append({"epoch": epoch, "train_loss": mean, "val_ap50": val})
-        self._train_sum, self._train_n, self._last_val = 0.0, 0, None
-
     # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(int(self.hparams.warmup_steps), max(1, total // 4))  # short runs still decay
-        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                   total_steps=total, warmup_steps=warmup)
 
 
 # --------------------------------------------------------------------------------------------- data

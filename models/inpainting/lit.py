@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from models.common.frames import read_image, read_mask
-from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
+from models.common.lit import HistoryCheckpoint
 from models.inpainting import align
 from models.inpainting.network import InpaintingNet, sampling_matrix
 
@@ -79,6 +79,8 @@ class InpaintingLitModule(HistoryCheckpoint, L.LightningModule):
     the checkpoint monitor), ``val_hole_psnr`` (dB in the true hole), ``val_loss``. ``net_config``
     rebuilds the net from a checkpoint."""
 
+    history_val_keys = ("val_j",)
+
     def __init__(self, net: InpaintingNet | None = None, *, net_config: dict | None = None, lr: float = 2e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 50, mask_weight: float = 1.0,
                  restore_weight: float = 1.0, ssim_weight: float = 0.3, hole_dilation: int = 1):
@@ -90,9 +92,7 @@ class InpaintingLitModule(HistoryCheckpoint, L.LightningModule):
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.hparams["net_config"] = net.config
         self.net = net
-        self.history: list[dict] = []
-        self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
-        self._last_val: float | None = None
+        self._init_history()  # one row per finished epoch; saved in checkpoints (resume)
         self._val: list[tuple[float, float, float, int]] = []
 
     # -------------------------------------------------------------------------------- the clip
@@ -150,11 +150,7 @@ class InpaintingLitModule(HistoryCheckpoint, L.LightningModule):
     def training_step(self, batch, batch_idx):
         out = self.clip_forward(batch)
         n = batch["images"].shape[0]
-        if self._train_n and self._train_epoch != int(self.current_epoch):
-            self._close_epoch(self._train_epoch)  # resumed between an epoch's last step and its end
-        self._train_sum += float(out["loss"].detach()) * n
-        self._train_n += n
-        self._train_epoch = int(self.current_epoch)
+        self._add_train_loss(out["loss"].detach(), n)
         self.log("train_loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log_dict({"train_mask_loss": out["mask_loss"].detach(), "train_restore_loss": out["restore_loss"].detach()},
                       on_step=False, on_epoch=True, batch_size=n)
@@ -186,20 +182,6 @@ class InpaintingLitModule(HistoryCheckpoint, L.LightningModule):
         if not self.trainer.sanity_checking:
             self._last_val = j
 
-    def on_train_epoch_end(self) -> None:
-        self._close_epoch(int(self.current_epoch))
-
-    def _close_epoch(self, epoch: int) -> None:
-        mean = self._train_sum / self._train_n if self._train_n else float("nan")
-        val = float("nan") if self._last_val is None else float(self._last_val)
-        self.history.append({"epoch": epoch, "train_loss": mean, "val_j": val})
-        self._train_sum, self._train_n, self._last_val = 0.0, 0, None
-
-    def configure_optimizers(self):
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(int(self.hparams.warmup_steps), max(1, total // 4))
-        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                   total_steps=total, warmup_steps=warmup)
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
+from models.common.lit import HistoryCheckpoint
 from models.relationship.network import COARSE_OF_FINE, RelationshipNet
 
 VAL_KEYS = ("val_loss", "val_accuracy", "val_macro_f1", "val_coarse_accuracy")
@@ -55,6 +55,8 @@ class RelationshipLitModule(HistoryCheckpoint, L.LightningModule):
     warm-up then cosine. Validation: accuracy and macro-F1 of the fine head over the whole split
     (``val_macro_f1``, the checkpoint monitor). ``net_config`` rebuilds the net from a checkpoint."""
 
+    history_val_keys = VAL_KEYS
+
     def __init__(self, net: RelationshipNet | None = None, *, net_config: dict | None = None, lr: float = 3e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 20, fine_weights: Sequence[float] | None = None,
                  coarse_weights: Sequence[float] | None = None, coarse_loss_weight: float = 0.5):
@@ -70,10 +72,8 @@ class RelationshipLitModule(HistoryCheckpoint, L.LightningModule):
         n_fine, n_coarse = net.config["n_fine"], net.config["n_coarse"]
         self.register_buffer("fine_weights", torch.tensor(fine_weights or [1.0] * n_fine, dtype=torch.float32))
         self.register_buffer("coarse_weights", torch.tensor(coarse_weights or [1.0] * n_coarse, dtype=torch.float32))
-        self.history: list[dict] = []  # one row per finished epoch; saved in checkpoints (resume)
-        self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
+        self._init_history()  # one row per finished epoch; saved in checkpoints (resume)
         self._val: list[tuple[Tensor, ...]] = []  # (index, label, fine pred, coarse pred, loss sum) per batch
-        self._last_val: dict | None = None
 
     def forward(self, batch: dict[str, Tensor], *, modalities: Sequence[str] | None = None) -> dict[str, Tensor]:
         return self.net(batch, modalities=modalities)
@@ -89,11 +89,7 @@ class RelationshipLitModule(HistoryCheckpoint, L.LightningModule):
         label = batch["label"]
         loss = self.loss(self(batch), label)
         n = len(label)
-        if self._train_n and self._train_epoch != int(self.current_epoch):
-            self._close_epoch(self._train_epoch)  # resumed after an epoch's last step, before its end hooks
-        self._train_sum += float(loss.detach()) * n
-        self._train_n += n
-        self._train_epoch = int(self.current_epoch)
+        self._add_train_loss(loss.detach(), n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         return loss
 
@@ -126,22 +122,7 @@ class RelationshipLitModule(HistoryCheckpoint, L.LightningModule):
         if not self.trainer.sanity_checking:
             self._last_val = metrics
 
-    def on_train_epoch_end(self) -> None:
-        self._close_epoch(int(self.current_epoch))
-
-    def _close_epoch(self, epoch: int) -> None:
-        row = {"epoch": epoch, "train_loss": self._train_sum / self._train_n if self._train_n else float("nan")}
-        val = self._last_val or {}
-        row.update({k: float(val.get(k, float("nan"))) for k in VAL_KEYS})
-        self.history.append(row)
-        self._train_sum, self._train_n, self._last_val = 0.0, 0, None
-
     # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(int(self.hparams.warmup_steps), max(1, total // 4))  # short runs still decay
-        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                   total_steps=total, warmup_steps=warmup)
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -14,7 +14,7 @@ from scipy import stats
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from models.common.lit import HistoryCheckpoint, adamw_warmup_cosine
+from models.common.lit import HistoryCheckpoint
 from models.vqa.losses import QualityLoss
 from models.vqa.stdam import STDAM, to_model_inputs
 from models.vqa.video import MOTIONS, FrameCache
@@ -45,6 +45,8 @@ class VQALitModule(HistoryCheckpoint, L.LightningModule):
     """STDAM + QualityLoss + AdamW/cosine. Targets are standardised with the train split's mean/std
     (kept as buffers and hparams) so losses are scale-free; ``predict_quality`` maps back."""
 
+    history_val_keys = ("val_loss", "val_srcc", "val_pearson")
+
     def __init__(self, *, model_kwargs: dict, lr: float = 2e-3, weight_decay: float = 1e-4,
                  plcc_weight: float = 1.0, rank_weight: float = 1.0, mse_weight: float = 0.5,
                  target_mean: float = 0.0, target_std: float = 1.0):
@@ -56,13 +58,11 @@ class VQALitModule(HistoryCheckpoint, L.LightningModule):
         std = float(target_std) if target_std and target_std > 0 else 1.0
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(std))
-        self.history: list[dict] = []  # one row per finished epoch; saved in checkpoints (resume)
-        self._train_sum, self._train_n, self._train_epoch = 0.0, 0, -1
+        self._init_history()  # one row per finished epoch; saved in checkpoints (resume)
         self._val_preds: list[Tensor] = []
         self._val_targets: list[Tensor] = []
         self._val_index: list[Tensor] = []
         self._val_losses: list[tuple[float, int]] = []
-        self._last_val: dict | None = None
 
     def forward(self, frames: Tensor, motion: Tensor) -> Tensor:
         """Normalised-scale predictions."""
@@ -79,13 +79,7 @@ class VQALitModule(HistoryCheckpoint, L.LightningModule):
         frames, motion = to_model_inputs(batch[0], batch[1])
         terms = self.loss(self(frames, motion), self._normalise(batch[2]))
         n = len(batch[2])
-        if self._train_n and self._train_epoch != int(self.current_epoch):
-            # Resumed from a checkpoint taken after an epoch's last step but before its end hooks:
-            # Lightning goes on with the next epoch, so record that one now (without validation).
-            self._close_epoch(self._train_epoch)
-        self._train_sum += float(terms["loss"].detach()) * n
-        self._train_n += n
-        self._train_epoch = int(self.current_epoch)
+        self._add_train_loss(terms["loss"].detach(), n)
         self.log("train_loss", terms["loss"], on_step=False, on_epoch=True, batch_size=n)
         return terms["loss"]
 
@@ -125,22 +119,9 @@ class VQALitModule(HistoryCheckpoint, L.LightningModule):
         if not self.trainer.sanity_checking:
             self._last_val = metrics
 
-    def on_train_epoch_end(self) -> None:
-        self._close_epoch(int(self.current_epoch))
-
-    def _close_epoch(self, epoch: int) -> None:
-        row = {"epoch": epoch, "train_loss": self._train_sum / self._train_n if self._train_n else float("nan")}
-        val = self._last_val or {}
-        row.update({k: float(val.get(k, float("nan"))) for k in ("val_loss", "val_srcc", "val_pearson")})
-        self.history.append(row)
-        self._train_sum, self._train_n, self._last_val = 0.0, 0, None
-
     # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self):
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(max(1, total // 20), 100)  # short warm-up: attention + LSTM from scratch dislike big first steps
-        return adamw_warmup_cosine(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                   total_steps=total, warmup_steps=warmup)
+    def warmup_steps(self, total: int) -> int:
+        return min(max(1, total // 20), 100)  # short warm-up: attention + LSTM from scratch dislike big first steps
 
 
 # --------------------------------------------------------------------------------------------- data
