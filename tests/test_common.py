@@ -155,3 +155,13 @@ def test_split_config_refuses_fractions_that_leave_nothing_to_train():
     assert SplitConfig(val_fraction=0.2, test_fraction=0.2).seed == 0
     with pytest.raises(ValidationError, match="below 1"):
         SplitConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def test_interval_verdict_reads_the_paired_interval():
+    from models.common.stats import interval_verdict
+
+    assert interval_verdict({"value": 0.1, "ci_low": 0.01, "ci_high": 0.2}) == "holds"
+    assert interval_verdict({"value": -0.1, "ci_low": -0.2, "ci_high": -0.01}) == "reversed"
+    assert interval_verdict({"value": 0.1, "ci_low": -0.01, "ci_high": 0.2}) == "not shown"
+    assert interval_verdict({"value": 0.1, "ci_low": None, "ci_high": None}) == "not shown"
+    assert interval_verdict({"value": 0.1, "ci_low": 0.01, "ci_high": 0.2}, n=5, min_n=10) == "not shown"

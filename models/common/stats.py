@@ -27,3 +27,16 @@ def percentile_interval(samples, level: float = 0.95) -> tuple[float | None, flo
     a = (1.0 - level) / 2.0
     lo, hi = np.percentile(ok, [100 * a, 100 * (1 - a)])
     return float(lo), float(hi)
+
+
+def interval_verdict(diff: dict, *, n: int | None = None, min_n: int = 1) -> str:
+    """A paired difference ``{value, ci_low, ci_high}`` judged on its interval: "holds" (above 0),
+    "reversed" (below 0), "not shown" (it contains 0, there is no interval, or ``n`` < ``min_n``)."""
+    lo, hi = diff.get("ci_low"), diff.get("ci_high")
+    if n is not None and n < min_n:
+        return "not shown"
+    if lo is not None and lo > 0:
+        return "holds"
+    if hi is not None and hi < 0:
+        return "reversed"
+    return "not shown"

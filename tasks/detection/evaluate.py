@@ -149,6 +149,8 @@ def claims(gain: dict, stat: str = "AP") -> dict:
     """The paper's two ideas (CLAIMS), each judged on one paired AP gain: ``holds`` (the 95 %
     interval lies above 0), ``reversed`` (below 0), ``not shown`` (it contains 0) or ``not measured``
     (a variant missing, or no bootstrap)."""
+    from models.common.stats import interval_verdict
+
     out = {}
     for name, a, b, what in CLAIMS:
         g = (gain.get(f"{a}-{b}") or {}).get(stat)
@@ -156,7 +158,7 @@ def claims(gain: dict, stat: str = "AP") -> dict:
         if g is None or g["ci_low"] is None:
             out[name] = row | {"verdict": "not measured"} | ({"value": g["value"]} if g else {})
             continue
-        verdict = "holds" if g["ci_low"] > 0 else "reversed" if g["ci_high"] < 0 else "not shown"
+        verdict = interval_verdict(g)
         out[name] = row | {"verdict": verdict, "value": g["value"], "ci_low": g["ci_low"], "ci_high": g["ci_high"]}
     return out
 

@@ -256,14 +256,9 @@ def _stat(values, idx: np.ndarray | None) -> dict:
 def _verdict(diff: dict, n: int) -> str:
     """"holds" (interval above 0), "reversed" (below 0), "not shown" (it contains 0, no interval, or
     fewer than MIN_VIDEOS_FOR_VERDICT videos)."""
-    lo, hi = diff["ci_low"], diff["ci_high"]
-    if n < MIN_VIDEOS_FOR_VERDICT:
-        return "not shown"
-    if lo is not None and lo > 0:
-        return "holds"
-    if hi is not None and hi < 0:
-        return "reversed"
-    return "not shown"
+    from models.common.stats import interval_verdict
+
+    return interval_verdict(diff, n=n, min_n=MIN_VIDEOS_FOR_VERDICT)
 
 
 def summarise(records: list[dict], *, n_boot: int = 1000, seed: int = 0) -> dict:

@@ -121,14 +121,9 @@ def _scores(y, fine, coarse_pred, idx, n_classes):
 
 def verdict(diff: dict, n: int, min_n: int) -> str:
     """"holds" (interval above 0), "reversed" (below 0), "not shown" (contains 0, no interval, too few clips)."""
-    lo, hi = diff["ci_low"], diff["ci_high"]
-    if n < min_n:
-        return "not shown"
-    if lo is not None and lo > 0:
-        return "holds"
-    if hi is not None and hi < 0:
-        return "reversed"
-    return "not shown"
+    from models.common.stats import interval_verdict
+
+    return interval_verdict(diff, n=n, min_n=min_n)
 
 
 def _claim(statement: str, diffs: dict, n: int, min_n: int) -> dict:
