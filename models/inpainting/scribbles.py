@@ -8,7 +8,8 @@ The format (davis-interactive)::
      "sequence": "bear"}
 
 ``x, y`` are normalised to [0, 1] (x along the width); ``object_id`` 0 is background; times are in ms
-and optional here. Parsed scribbles are :class:`Stroke` s grouped by frame in :class:`Scribbles`.
+and optional here. A stroke may carry ``"round": k`` (an extension, ignored by other DAVIS tools): the
+interaction round it was given in, so a session of corrections replays in its order (``cloak``). Parsed scribbles are :class:`Stroke` s grouped by frame in :class:`Scribbles`.
 Every problem raises :class:`ScribbleError` (a ``ValueError``), one line naming the file and where.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Stroke:
     path: np.ndarray = field(repr=False)  # float [N, 2] of normalised (x, y) in [0, 1]
     start_time: float | None = None
     end_time: float | None = None
+    round: int | None = None  # the interaction round it was given in (1, 2, ...); None: the first
 
     def to_dict(self) -> dict:
         d = {"path": [[float(x), float(y)] for x, y in np.asarray(self.path)], "object_id": int(self.object_id)}
@@ -49,6 +51,8 @@ class Stroke:
             d["start_time"] = self.start_time
         if self.end_time is not None:
             d["end_time"] = self.end_time
+        if self.round is not None:
+            d["round"] = int(self.round)
         return d
 
 
@@ -151,7 +155,10 @@ def _parse_stroke(source, where: str, t: int, s, known: set[int] | None) -> Stro
     for k, v in zip(("start_time", "end_time"), times):
         if v is not None and not _is_number(v):
             raise ScribbleError(source, f"{where}.{k} must be a number (ms), got {v!r}")
-    return Stroke(t, oid, _parse_path(source, f"{where}.path", s["path"]), *times)
+    r = s.get("round")
+    if r is not None and (not _is_int(r) or r < 1):
+        raise ScribbleError(source, f"{where}.round must be an integer >= 1 (the interaction round), got {r!r}")
+    return Stroke(t, oid, _parse_path(source, f"{where}.path", s["path"]), *times, r)
 
 
 def _parse_path(source, where: str, path) -> np.ndarray:

@@ -3,7 +3,9 @@
 ``mokuflow inpainting cloak --video V --scribbles S.json --out DIR`` (once the study is declared):
 ``V`` is a video file or a folder of frames (jpg / png in any case, sorted by name), ``S.json`` a
 DAVIS interactive scribble file (:mod:`models.inpainting.scribbles`) with strokes on one frame or on
-several. Every stroke with ``object_id`` >= 1 marks the object to remove, 0 marks background. Writes,
+several. Every stroke with ``object_id`` >= 1 marks the object to remove, 0 marks background. Strokes
+with a ``round`` (the web page writes it) are given round by round, each round followed by a
+propagation, so a session of corrections gives the same masks again. Writes,
 atomically (:func:`tasks.core.atomic_dir`: all of it or, on any failure, ``DIR`` as it was)::
 
     DIR/masks/<stem>.png     one per input frame, its size: 0 background, 255 object
@@ -119,9 +121,10 @@ def cloak(video, scribbles_json, out_dir, *, net, internal_size=None, max_memory
         try:
             with torch.inference_mode(), InpaintingSession(net, frames, internal_size=size, max_memory=memory,
                                                            device=dev, progress=report) as session:
-                for t in sorted(strokes):
-                    session.add_scribbles(t, strokes[t])
-                session.propagate()
+                for batch in _rounds(strokes):  # corrections replay in the order they were given
+                    for t in sorted(batch):
+                        session.add_scribbles(t, batch[t])
+                    session.propagate()
                 t_seg = time.perf_counter()
                 (tmp / "masks").mkdir()
                 session.save_masks(tmp / "masks")
@@ -174,6 +177,16 @@ def _check_scribbles(path: Path, scribbles, n_frames: int) -> dict:
         raise MokuflowError(f"{path}: no object scribble (every stroke has object_id 0, background): "
                             "mark the object to remove with object_id >= 1")
     return {t: list(f) for t, f in enumerate(scribbles.frames) if f}
+
+
+def _rounds(strokes: dict) -> list[dict]:
+    """{frame: strokes} split by the strokes' ``round`` (absent: 1), in round order: one session
+    interaction + propagation per round, as the web page did them."""
+    by_round: dict[int, dict] = {}
+    for t, frame_strokes in strokes.items():
+        for st in frame_strokes:
+            by_round.setdefault(st.round or 1, {}).setdefault(t, []).append(st)
+    return [by_round[r] for r in sorted(by_round)]
 
 
 def _internal_size(value, default: tuple[int, int]) -> tuple[int, int]:

@@ -55,6 +55,7 @@ class PageStroke:
     stroke: object            # models.inpainting.scribbles.Stroke (normalised path)
     points: list              # display pixels, as drawn (the page redraws them)
     applied: bool = False     # already given to the live session
+    round: int | None = None  # the live session's interaction round it went in with (the scribble file's "round")
 
 
 class WebSession:
@@ -71,6 +72,7 @@ class WebSession:
         self.dirty = False        # a segmented stroke was removed: rebuild at the next Segment
         self.masks: np.ndarray | None = None  # packed bits [n, H*W/8] of the last finished round
         self.round, self.changed = 0, []
+        self.replay_round = 0  # interaction rounds in the live session (a rebuild gives every stroke in one)
         self.job: Job | None = None
         self.result: Path | None = None
 
@@ -117,7 +119,7 @@ class WebSession:
         if self.result:
             self.result.unlink(missing_ok=True)
         self.session, self.video, self.result, self.masks = None, None, None, None
-        self.strokes, self.dirty, self.round, self.changed = [], False, 0, []
+        self.strokes, self.dirty, self.round, self.changed, self.replay_round = [], False, 0, [], 0
 
     def frame_jpeg(self, i: int) -> Path:
         return Path(self._need_video()["frames_dir"]) / f"{self._index(i):05d}.jpg"
@@ -166,12 +168,16 @@ class WebSession:
 
     def scribbles(self) -> dict:
         """The strokes as a DAVIS interactive scribble dict (what ``mokuflow inpainting cloak`` reads)."""
+        import dataclasses
+
         from models.inpainting.scribbles import build_scribbles
 
         v = self._need_video()
         if not self.strokes:
             raise MokuflowError("no strokes drawn yet")
-        return build_scribbles([p.stroke for p in self.strokes], n_frames=v["n_frames"], sequence=Path(v["name"]).stem)
+        nxt = self.replay_round + 1  # strokes not segmented yet: the next round
+        strokes = [dataclasses.replace(p.stroke, round=p.round if p.applied and p.round else nxt) for p in self.strokes]
+        return build_scribbles(strokes, n_frames=v["n_frames"], sequence=Path(v["name"]).stem)
 
     # ---------------------------------------------------------------------------------- jobs
     def start(self, kind: str) -> Job:
@@ -256,7 +262,10 @@ class WebSession:
             self._restore()  # the live session is out of step with the page: rebuilt at the next Segment
             raise
         with self.lock:
+            given = self.replay_round = 1 if rebuild else self.replay_round + 1
             for p in page:
+                if rebuild or not p.applied:
+                    p.round = given
                 p.applied = True
             self.dirty = False
             if self.masks is not None:

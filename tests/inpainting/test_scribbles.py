@@ -185,6 +185,25 @@ def test_build_round_trip(tmp_path):
         build_scribbles([], n_frames=3, sequence="cat")
 
 
+def test_a_stroke_keeps_its_interaction_round_and_cloak_replays_rounds_in_order(tmp_path):
+    import dataclasses
+
+    from tasks.inpainting.cloak import _rounds
+
+    a = stroke_from_pixels([[0, 0], [9, 9]], frame=0, object_id=1, height=10, width=10)
+    b, c = dataclasses.replace(a, frame=2, round=2), dataclasses.replace(a, frame=0, object_id=0, round=3)
+    d = build_scribbles([a, b, c], n_frames=3, sequence="cat")
+    assert "round" not in d["scribbles"][0][0] and d["scribbles"][2][0]["round"] == 2  # plain DAVIS when unset
+    s = load_scribbles(save_scribbles(tmp_path / "s.json", d), n_frames=3)
+    assert s.to_dict() == d
+    by_frame = {t: list(f) for t, f in enumerate(s.frames) if f}
+    assert [{t: [st.object_id for st in v] for t, v in r.items()} for r in _rounds(by_frame)] == [{0: [1]}, {2: [1]}, {0: [0]}]
+    bad = json.loads(json.dumps(d))
+    bad["scribbles"][2][0]["round"] = 0
+    with pytest.raises(ScribbleError, match=r"scribbles\[2\]\[0\]\.round must be an integer >= 1"):
+        load_scribbles(save_scribbles(tmp_path / "bad.json", bad), n_frames=3)
+
+
 # ---------------------------------------------------------------------------------------- from mask
 
 def test_skeleton_of_a_bar_follows_its_axis():
