@@ -45,8 +45,8 @@ class Detector(nn.Module):
                  iou_heads: Sequence[str] = ("direct", "decoupled", "dir"),
                  rpn_pre_nms_topk: Sequence[int] = (200, 200), rpn_post_nms_topk: Sequence[int] = (100, 100),
                  rpn_batch_per_image: int = 256, roi_batch_per_image: int = 64, roi_fg_fraction: float = 0.25,
-                 iou_samples_per_image: int = 32, iou_min_target: float = 0.4, cls_agnostic_box: bool = False,
-                 max_candidates: int = 1000):
+                 iou_samples_per_image: int = 32, iou_min_target: float = 0.4, iou_low_fraction: float = 0.0,
+                 cls_agnostic_box: bool = False, max_candidates: int = 1000):
         super().__init__()
         unknown = [h for h in iou_heads if h not in IOU_HEADS]
         if unknown or "none" in iou_heads:
@@ -60,10 +60,12 @@ class Detector(nn.Module):
             iou_heads=iou_heads, rpn_pre_nms_topk=rpn_pre_nms_topk, rpn_post_nms_topk=rpn_post_nms_topk,
             rpn_batch_per_image=rpn_batch_per_image, roi_batch_per_image=roi_batch_per_image,
             roi_fg_fraction=roi_fg_fraction, iou_samples_per_image=iou_samples_per_image,
-            iou_min_target=iou_min_target, cls_agnostic_box=cls_agnostic_box, max_candidates=max_candidates))
+            iou_min_target=iou_min_target, iou_low_fraction=iou_low_fraction, cls_agnostic_box=cls_agnostic_box,
+            max_candidates=max_candidates))
         self.num_classes = int(num_classes)
         self.roi_batch_per_image, self.roi_fg_fraction = roi_batch_per_image, roi_fg_fraction
         self.iou_samples_per_image, self.iou_min_target = iou_samples_per_image, iou_min_target
+        self.iou_low_fraction = float(iou_low_fraction)
         self.max_candidates = max_candidates
         # ImageNet statistics: inputs are RGB in [0, 1]
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
@@ -122,7 +124,8 @@ class Detector(nn.Module):
                     size: tuple[int, int]) -> dict[str, Tensor]:
         """Each IoU head learns P/I/IoU of the refined box R = box_head(Q) w.r.t. Q's GT. ``feats`` are
         detached and R is computed without grad: the IoU branch never changes the shared detector."""
-        qs, gt, labels = iou_samples(proposals, targets, num=self.iou_samples_per_image)
+        qs, gt, labels = iou_samples(proposals, targets, num=self.iou_samples_per_image,
+                                     low_fraction=self.iou_low_fraction)
         q_rois = to_rois([clip_boxes(q, size) for q in qs])
         with torch.no_grad():
             xq = self.pooler(feats, q_rois)

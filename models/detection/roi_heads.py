@@ -202,10 +202,12 @@ def jitter_boxes(gt: Tensor, n: int, *, low: float = 0.5, candidates: int = 8) -
     return boxes, torch.arange(g, device=gt.device).repeat_interleave(n)
 
 
-def iou_samples(proposals: list[Tensor], targets: list[dict], *, num: int,
-                proposal_fraction: float = 0.5) -> tuple[list[Tensor], Tensor, Tensor]:
-    """IoU-branch samples Q per image: positive proposals (IoU >= 0.5, up to num*proposal_fraction)
-    topped up with jittered GT boxes. Returns (Q per image, matched GT [K, 4], labels [K])."""
+def iou_samples(proposals: list[Tensor], targets: list[dict], *, num: int, proposal_fraction: float = 0.5,
+                low_fraction: float = 0.0) -> tuple[list[Tensor], Tensor, Tensor]:
+    """IoU-branch samples Q per image: positive proposals (IoU >= 0.5, up to num*proposal_fraction),
+    proposals below IoU 0.5 with their best-overlapping GT (up to num*low_fraction: what inference
+    feeds the heads too, so they learn to score a poor box low), topped up with jittered GT boxes.
+    Returns (Q per image, matched GT [K, 4], labels [K])."""
     qs, gts, labels = [], [], []
     for props, t in zip(proposals, targets):
         gt, gl = t["boxes"], t["labels"]
@@ -215,7 +217,10 @@ def iou_samples(proposals: list[Tensor], targets: list[dict], *, num: int,
         best, idx = box_iou(gt, props).max(dim=0)
         pos = (best >= 0.5).nonzero().squeeze(1)
         pos = pos[torch.randperm(len(pos), device=pos.device)[:int(num * proposal_fraction)]]
-        jit, jidx = jitter_boxes(gt, math.ceil((num - len(pos)) / len(gt)))
+        if low_fraction > 0:  # (no draw otherwise: the default keeps the random stream, and the models, as they were)
+            low = (best < 0.5).nonzero().squeeze(1)
+            pos = torch.cat([pos, low[torch.randperm(len(low), device=low.device)[:int(num * low_fraction)]]])
+        jit, jidx = jitter_boxes(gt, math.ceil(max(0, num - len(pos)) / len(gt)))
         gidx = torch.cat([idx[pos], jidx])[:num]
         qs.append(torch.cat([props[pos], jit])[:num])
         gts.append(gt[gidx])

@@ -67,6 +67,8 @@ class Model(Section):
     roi_size: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     iou_heads: list[Literal["direct", "decoupled", "dir"]]
+    iou_min_target: float = Field(0.4, ge=0, lt=1)   # IoU heads learn from refined boxes at least this good
+    iou_low_fraction: float = Field(0.0, ge=0, le=1)  # share of IoU samples from proposals below IoU 0.5
 
 
 class Train(TrainConfig):

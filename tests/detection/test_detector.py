@@ -94,6 +94,24 @@ def test_jittered_boxes_spread_over_iou_half_to_one():
     assert (hist > 0.1).all() and (hist < 0.3).all(), hist  # roughly uniform: 0.2 each
 
 
+def test_iou_samples_take_poor_proposals_only_when_asked():
+    """low_fraction > 0: part of the IoU heads' samples are proposals below IoU 0.5 with their
+    best-overlapping GT, as inference feeds the heads; 0 keeps the IoU-Net regime (IoU >= ~0.5)."""
+    from models.detection.roi_heads import iou_samples
+
+    torch.manual_seed(0)
+    gt = torch.tensor([[10.0, 10, 50, 50]])
+    far = torch.tensor([[100.0, 100, 140, 140]]).repeat(20, 1)               # IoU 0 with the GT
+    near = torch.tensor([[12.0, 12, 52, 52]]).repeat(20, 1)                  # IoU ~0.82
+    props = [torch.cat([far, near])]
+    targets = [{"boxes": gt, "labels": torch.tensor([3])}]
+    for frac, want_low in ((0.0, 0), (0.25, 8)):
+        qs, g, labels = iou_samples(props, targets, num=32, low_fraction=frac)
+        iou = box_iou(qs[0], g).diagonal()
+        assert len(qs[0]) == 32 and (labels == 3).all()
+        assert int((iou < 0.3).sum()) == want_low, frac
+
+
 # -------------------------------------------------------------------------------------- inference
 
 @pytest.fixture(scope="module")
