@@ -172,35 +172,31 @@ def create_app(store, videos: dict[str, Path], cfg: dict):
         s.add_stroke(frame_i, object_id, points)
         return s.status()
 
+    def act(sid: str, do) -> dict:
+        """One tab's action, answered with its status (a refused action raises: the page shows the line)."""
+        s = store.get(sid)
+        do(s)
+        return s.status()
+
     @app.post("/api/s/{sid}/undo")
     def undo(sid: str):
-        s = store.get(sid)
-        s.undo()
-        return s.status()
+        return act(sid, lambda s: s.undo())
 
     @app.post("/api/s/{sid}/clear/{i}")
     def clear(sid: str, i: int):
-        s = store.get(sid)
-        s.clear(i)
-        return s.status()
+        return act(sid, lambda s: s.clear(i))
 
     @app.post("/api/s/{sid}/segment")
     def segment(sid: str):
-        s = store.get(sid)
-        s.start("segment")
-        return s.status()
+        return act(sid, lambda s: s.start("segment"))
 
     @app.post("/api/s/{sid}/remove")
     def remove(sid: str):
-        s = store.get(sid)
-        s.start("remove")
-        return s.status()
+        return act(sid, lambda s: s.start("remove"))
 
     @app.post("/api/s/{sid}/cancel")
     def cancel(sid: str):
-        s = store.get(sid)
-        s.cancel()
-        return s.status()
+        return act(sid, lambda s: s.cancel())
 
     @app.get("/api/s/{sid}/result.mp4")
     def result(sid: str):
