@@ -229,7 +229,7 @@ def candidate_calibration(gt: dict, image_ids: list[int], candidates: list[dict]
 def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> dict:
     """Pearson / Spearman of predicted vs true IoU over final detections (after NMS): over those that
     match a box of their class (true IoU >= 0.5, COCO's loosest true positive; the heads' training
-    targets start at ``Detector.iou_min_target`` = 0.4) and over all that overlap one."""
+    targets start at ``detection.model.iou_min_target``, default 0.4) and over all that overlap one."""
     import numpy as np
     from scipy import stats
 

@@ -113,6 +113,7 @@ def _iou_png(gt: dict, results: dict, metrics: dict) -> bytes:
     from tasks.detection.evaluate import true_ious
 
     cal = metrics["iou_calibration"]
+    floor = (metrics.get("iou_calibration_bins") or {}).get("trained_min_iou", 0.4)  # detection.model.iou_min_target
     fig, axes = core_report.figure(len(cal), width=4.2)
     image_ids = [im["id"] for im in sorted(gt["images"], key=lambda im: im["id"])]
     for ax, v in zip(axes[0], cal):
@@ -122,7 +123,7 @@ def _iou_png(gt: dict, results: dict, metrics: dict) -> bytes:
         ok = truth > 0
         ax.scatter(truth[ok], pred[ok], s=4, alpha=0.3)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.axvline(0.4, color="grey", lw=0.6, ls=":")  # the heads' training targets: refined-box IoU >= 0.4
+        ax.axvline(floor, color="grey", lw=0.6, ls=":")  # the heads' training targets start there
         r = cal[v].get("pearson")
         ax.set(xlabel="true IoU", ylabel="predicted IoU", xlim=(0, 1), ylim=(0, 1),
                title=f"{v}: Pearson {r:.2f} (IoU >= 0.5)" if r is not None else v)
