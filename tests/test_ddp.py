@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     from models.vqa.lit import VQADataModule, VQALitModule
 
     items = json.loads(sys.argv[1]); out = sys.argv[2]
-    dm = VQADataModule(train_items=items[:2], val_items=items, n_frames=2, height=16, width=16,
+    dm = VQADataModule(train_items=items[:2], val_items=items, n_clips=2, clip_len=1, height=16, width=16,
                        cache_dir=os.path.join(os.path.dirname(out), "cache"), batch_size=2)
     torch.manual_seed(0)
     module = VQALitModule(model_kwargs=dict(backbone_channels=[4], gcn_layers=1, gcn_dim=8, attention_heads=2,
@@ -61,7 +61,7 @@ def test_ddp_two_cpu_processes_validate_on_the_whole_split(tmp_path):
     assert result["world_size"] == 2
 
     # the same weights, one process, every item once
-    dm = VQADataModule(train_items=items[:2], val_items=items, n_frames=2, height=16, width=16,
+    dm = VQADataModule(train_items=items[:2], val_items=items, n_clips=2, clip_len=1, height=16, width=16,
                        cache_dir=tmp_path / "cache1", batch_size=2)
     dm.setup("validate")
     module = VQALitModule(model_kwargs=dict(backbone_channels=[4], gcn_layers=1, gcn_dim=8, attention_heads=2,

@@ -61,7 +61,8 @@ def _project_copy(dest: Path) -> Path:
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / rel)
-    write_tiny_params(dest)
+    # the VQA ablation stage on its full path once (one variant): off by default, it would train nothing
+    write_tiny_params(dest, {"vqa.ablation.enabled": True, "vqa.ablation.variants": ["mean_pool"]})
     _git(dest, "init", "-q")
     _git(dest, "add", "-A")
     _git(dest, "commit", "-qm", "project")

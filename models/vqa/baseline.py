@@ -2,9 +2,9 @@
 
 The point of the baseline is to show what STDAM adds over cheap, interpretable signal statistics.
 Features are computed on the same sampled frames STDAM sees (``models.vqa.video.read_clip``), averaged
-over frames. Temporal features use the motion ``read_clip`` stores with each sampled frame (the change
-to its *successor* frame) when given: consecutive sampled frames are repeats in videos shorter than
-``n_frames`` and seconds apart in long ones, so comparing them measures the sampling, not the video.
+over frames. Temporal features use the motion ``read_clip`` returns when given (every step of each run
+of consecutive frames): the sampled spatial frames are seconds apart in long videos, so comparing them
+would measure the sampling, not the video.
 Variance-like quantities are ``log1p`` compressed so that a linear model over standardised features is
 not dominated by a few extreme videos.
 """
@@ -150,9 +150,10 @@ def _check_frames(frames) -> np.ndarray:
 
 def _check_motion(motion, frames: np.ndarray) -> np.ndarray:
     m = np.asarray(motion)
-    if m.ndim != 4 or m.shape[-1] not in (1, 2) or m.shape[:3] != frames.shape[:3]:
-        raise FeatureInputError(f"motion: expected [T, H, W, 1 (diff) or 2 (flow)] matching frames "
-                                f"{frames.shape[:3]}, got shape {m.shape}")
+    if (m.ndim != 4 or m.shape[-1] not in (1, 2) or m.shape[1:3] != frames.shape[1:3]
+            or m.shape[0] < 1 or m.shape[0] % frames.shape[0]):
+        raise FeatureInputError(f"motion: expected [S, H, W, 1 (diff) or 2 (flow)], S a multiple of the "
+                                f"{frames.shape[0]} frames, of their size {frames.shape[1:3]}, got shape {m.shape}")
     if not np.issubdtype(m.dtype, np.floating) or not np.isfinite(m).all():
         raise FeatureInputError(f"motion: expected finite floats, got {m.dtype}")
     return m
@@ -161,8 +162,8 @@ def _check_motion(motion, frames: np.ndarray) -> np.ndarray:
 def handcrafted_features(frames, motion=None) -> np.ndarray:
     """Feature vector (float64, ordered as ``FEATURE_NAMES``) of a uint8 RGB clip [T, H, W, 3].
 
-    ``motion``: the clip's motion as ``read_clip`` / ``FrameCache`` return it ([T, H, W, C], each
-    sampled frame to its successor); without it the temporal features compare consecutive sampled
+    ``motion``: the clip's motion as ``read_clip`` / ``FrameCache`` return it ([n_clips * clip_len, H,
+    W, C], every step of each run); without it the temporal features compare consecutive sampled
     frames, which is only right when the frames are consecutive in the video.
     """
     f = _check_frames(frames)

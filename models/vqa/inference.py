@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from models.common.io import load_payload, save_torch
 from models.vqa.stdam import STDAM, to_model_inputs
-from models.vqa.video import FrameCache, read_clip
+from models.vqa.video import FrameCache, frame_settings, read_clip
 
 
 class ModelFileError(ValueError):
@@ -55,7 +55,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, frames_cfg: dict, targ
     payload = {
         # pretrained=None: the backbone weights are in state_dict; the original file need not exist.
         "model_kwargs": dict(stdam.config, pretrained=None),
-        "frames": {k: frames_cfg[k] for k in ("n_frames", "height", "width", "motion")},
+        "frames": frame_settings(frames_cfg),
         "target_stats": {"mean": mean, "std": std},
         "state_dict": {k: v.detach().cpu() for k, v in stdam.state_dict().items()},
     }
@@ -76,7 +76,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         raise ModelFileError(f"{p}: weights do not match model_kwargs ({e})") from None
     stats = payload["target_stats"]
     model = QualityModel(stdam, target_mean=stats["mean"], target_std=stats["std"])
-    return model.eval(), dict(payload["frames"])
+    return model.eval(), frame_settings(payload["frames"])
 
 
 def _default_device(model: nn.Module, device) -> torch.device:
@@ -89,21 +89,32 @@ def _default_device(model: nn.Module, device) -> torch.device:
 
 
 @torch.no_grad()
+def predict_clips(model: nn.Module, clips: Sequence[tuple[np.ndarray, np.ndarray]], *, batch_size: int = 8,
+                  device=None) -> np.ndarray:
+    """One score per (frames, motion) clip as ``read_clip`` / ``sample_clip`` return them (float64 [N])."""
+    dev = _default_device(model, device)
+    model = model.to(dev).eval()
+    bs = max(1, int(batch_size))  # one value for stepping and slicing: batch_size <= 0 gave empty slices
+    out: list[np.ndarray] = []
+    for start in range(0, len(clips), bs):
+        batch = clips[start:start + bs]
+        frames, motion = to_model_inputs(torch.from_numpy(np.stack([c[0] for c in batch])).to(dev),
+                                         torch.from_numpy(np.stack([c[1] for c in batch])).to(dev))
+        out.append(model(frames, motion).float().cpu().numpy().astype(np.float64))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def predict_paths(model: nn.Module, frames_cfg: dict, paths: Sequence[str | os.PathLike], *,
                   batch_size: int = 8, cache: FrameCache | None = None, device=None) -> np.ndarray:
     """One score per path (float64 [N]). ``cache``: a FrameCache with the same frame settings, to
     skip decoding videos seen before. Unreadable videos raise ``VideoReadError`` naming the file."""
-    dev = _default_device(model, device)
-    model = model.to(dev).eval()
-    cfg = {k: frames_cfg[k] for k in ("n_frames", "height", "width", "motion")}
+    cfg = frame_settings(frames_cfg)
     if cache is not None and any(getattr(cache, k) != v for k, v in cfg.items()):
         raise ValueError(f"{cache.cache_dir}: frame cache settings differ from the model's {cfg}")
     out: list[np.ndarray] = []
     paths = list(paths)
-    bs = max(1, int(batch_size))  # one value for stepping and slicing: batch_size <= 0 gave empty slices
-    for start in range(0, len(paths), bs):
+    bs = max(1, int(batch_size))
+    for start in range(0, len(paths), bs):  # decode a batch at a time: memory stays one batch
         clips = [cache.get(p) if cache is not None else read_clip(p, **cfg) for p in paths[start:start + bs]]
-        frames, motion = to_model_inputs(torch.from_numpy(np.stack([c[0] for c in clips])).to(dev),
-                                         torch.from_numpy(np.stack([c[1] for c in clips])).to(dev))
-        out.append(model(frames, motion).float().cpu().numpy().astype(np.float64))
+        out.append(predict_clips(model, clips, batch_size=bs, device=device))
     return np.concatenate(out) if out else np.zeros(0)

@@ -155,14 +155,15 @@ class VQADataModule(L.LightningDataModule):
     the cache. The test split is the evaluate stage's: training never reads it."""
 
     def __init__(self, *, train_items: Sequence[Item], val_items: Sequence[Item],
-                 n_frames: int, height: int, width: int,
+                 n_clips: int, clip_len: int, height: int, width: int,
                  motion: str = "diff", cache_dir: str | os.PathLike, batch_size: int = 8,
                  num_workers: int = 0, seed: int = 0, flip: bool = True):
         super().__init__()
         if not train_items:
             raise ValueError("VQADataModule: the train split is empty")
         self.train_items, self.val_items = list(train_items), list(val_items)
-        self.frames_cfg = {"n_frames": int(n_frames), "height": int(height), "width": int(width), "motion": motion}
+        self.frames_cfg = {"n_clips": int(n_clips), "clip_len": int(clip_len), "height": int(height),
+                           "width": int(width), "motion": motion}
         self.cache_dir = str(cache_dir)
         self.batch_size, self.num_workers, self.seed, self.flip = int(batch_size), int(num_workers), int(seed), flip
 

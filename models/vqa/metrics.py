@@ -252,3 +252,17 @@ def score_all(y_true, y_pred, *, n_boot: int = 1000, seed: int = 0, level: float
         lo, hi = percentile_interval(samples[k], level)
         out[k] = {"value": values[k], "ci_low": lo, "ci_high": hi}
     return out
+
+
+def paired_srcc_difference(y_true, pred_a, pred_b, *, n_boot: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> dict[str, float | None]:
+    """SRCC(a) - SRCC(b) on the same videos, with a paired bootstrap interval (each resample scores
+    both models on the same draw of videos)."""
+    t, a = _validate(y_true, pred_a, name="pred_a")
+    _, b = _validate(y_true, pred_b, name="pred_b")
+    value = srcc(t, a) - srcc(t, b)
+    if n_boot == 0:
+        return {"value": value, "ci_low": None, "ci_high": None}
+    idx = resample_indices(t.size, n_boot, seed)
+    lo, hi = percentile_interval(batch_srcc(t[idx], a[idx]) - batch_srcc(t[idx], b[idx]), level)
+    return {"value": value, "ci_low": lo, "ci_high": hi}

@@ -1,11 +1,20 @@
 """STDAM: spatial-temporal distortion-aware model for no-reference video quality.
 
-Per frame: a small CNN backbone (trained from scratch, or from an optional local checkpoint) gives a
-feature map whose HxW cells are graph nodes; graph convolution over a learned feature-similarity
-adjacency plus the spatial grid spreads distortion evidence between regions; multi-head attention
-pooling over nodes gives the frame's spatial distortion feature. A motion branch encodes the motion
-input (frame differences or optical flow). Per-frame features go through a bidirectional LSTM and an
-attention pooling over time, then a regression head gives one score per video.
+The input is a clip as ``models.vqa.video`` samples it: K runs of consecutive frames, one spatial
+frame per run and the motion of every step of every run (K x L steps). Per spatial frame: a small
+CNN backbone (trained from scratch, or from an optional local checkpoint) gives a feature map whose
+HxW cells are graph nodes; graph convolution over a learned feature-similarity adjacency plus the
+spatial grid spreads distortion evidence between regions; multi-head attention pooling over nodes
+gives the frame's spatial distortion feature. A motion branch encodes each step's motion (frame
+difference or optical flow). Each step's feature is its motion feature beside its run's spatial
+feature; the K x L steps go through a bidirectional LSTM and an attention pooling over time (at the
+video's frame rate, so a duplicate every other frame or a freeze is a pattern it can see), then a
+regression head gives one score per video.
+
+The three ablations of the temporal and spatial halves are switches of the same class:
+``motion_branch=False`` (no motion: the LSTM reads the K spatial features), ``spatial="pool"``
+(plain globally pooled CNN features instead of graph convolution + attention pooling) and
+``temporal="mean"`` (mean pooling of the step features instead of the BiLSTM + attention).
 
 Pure PyTorch: no params.yaml, explicit keyword-only arguments.
 """
@@ -173,8 +182,12 @@ class MotionBranch(nn.Module):
         return torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3))], dim=1)
 
 
+SPATIAL = ("graph", "pool")
+TEMPORAL = ("lstm", "mean")
+
+
 class STDAM(nn.Module):
-    """forward(frames [B,T,3,H,W] float in [0,1], motion [B,T,C,H,W]) -> [B] scores."""
+    """forward(frames [B,K,3,H,W] float in [0,1], motion [B,K*L,C,H,W]) -> [B] scores."""
 
     def __init__(
         self,
@@ -187,31 +200,42 @@ class STDAM(nn.Module):
         motion_channels: int = 16,
         lstm_hidden: int = 64,
         dropout: float = 0.1,
+        motion_branch: bool = True,
+        spatial: str = "graph",
+        temporal: str = "lstm",
         pretrained: str | os.PathLike | None = None,
     ):
         super().__init__()
         if gcn_dim % attention_heads:
             raise ValueError(f"gcn_dim ({gcn_dim}) must be divisible by attention_heads ({attention_heads})")
+        if spatial not in SPATIAL or temporal not in TEMPORAL:
+            raise ValueError(f"spatial must be one of {SPATIAL} and temporal one of {TEMPORAL}, "
+                             f"got {spatial!r}, {temporal!r}")
         # Kept so the model can be saved and rebuilt (models.vqa.inference); weights carry the rest.
         self.config = dict(
             backbone_channels=[int(c) for c in backbone_channels], gcn_layers=int(gcn_layers),
             gcn_dim=int(gcn_dim), attention_heads=int(attention_heads),
             motion_in_channels=int(motion_in_channels), motion_channels=int(motion_channels),
             lstm_hidden=int(lstm_hidden), dropout=float(dropout),
+            motion_branch=bool(motion_branch), spatial=str(spatial), temporal=str(temporal),
         )
         self.backbone = FrameBackbone(channels=backbone_channels)
         if pretrained is not None:
             self.backbone.load_pretrained(pretrained)
         self.node_proj = nn.Linear(self.backbone.out_channels, gcn_dim)
-        self.gcn = nn.ModuleList(GraphConv(dim=gcn_dim, dropout=dropout) for _ in range(gcn_layers))
-        self.node_pool = AttentionPool(dim=gcn_dim, heads=attention_heads, dropout=dropout)
-        self.motion = MotionBranch(in_channels=motion_in_channels, channels=motion_channels)
-        frame_dim = gcn_dim + self.motion.out_dim
+        if spatial == "graph":
+            self.gcn = nn.ModuleList(GraphConv(dim=gcn_dim, dropout=dropout) for _ in range(gcn_layers))
+            self.node_pool = AttentionPool(dim=gcn_dim, heads=attention_heads, dropout=dropout)
+        self.motion = MotionBranch(in_channels=motion_in_channels, channels=motion_channels) if motion_branch else None
+        frame_dim = gcn_dim + (self.motion.out_dim if motion_branch else 0)
         self.frame_proj = nn.Sequential(nn.LayerNorm(frame_dim), nn.Linear(frame_dim, lstm_hidden), nn.ReLU())
-        self.lstm = nn.LSTM(lstm_hidden, lstm_hidden, batch_first=True, bidirectional=True)
-        self.time_score = nn.Linear(2 * lstm_hidden, 1)
+        pooled_dim = lstm_hidden
+        if temporal == "lstm":
+            self.lstm = nn.LSTM(lstm_hidden, lstm_hidden, batch_first=True, bidirectional=True)
+            self.time_score = nn.Linear(2 * lstm_hidden, 1)
+            pooled_dim = 2 * lstm_hidden
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, lstm_hidden), nn.ReLU(), nn.Linear(lstm_hidden, 1))
+            nn.Dropout(dropout), nn.Linear(pooled_dim, lstm_hidden), nn.ReLU(), nn.Linear(lstm_hidden, 1))
         self._grid_cache: dict[tuple, Tensor] = {}
 
     # -- spatial ------------------------------------------------------------------------------
@@ -229,25 +253,40 @@ class STDAM(nn.Module):
         return self._grid_cache[key]
 
     def spatial_features(self, frames: Tensor) -> Tensor:
+        """frames [N,3,H,W] -> [N, gcn_dim]."""
+        if self.config["spatial"] == "pool":  # the ablation: globally pooled CNN features
+            return self.node_proj(self.backbone(frames).mean(dim=(2, 3)))
         x, grid = self.nodes(frames)
         for layer in self.gcn:
             x = layer(x, grid)
         return self.node_pool(x)
 
     # -- full model ----------------------------------------------------------------------------
-    def forward(self, frames: Tensor, motion: Tensor) -> Tensor:
-        if frames.ndim != 5 or motion.ndim != 5 or frames.shape[:2] != motion.shape[:2]:
-            raise ValueError(f"expected frames [B,T,3,H,W] and motion [B,T,C,H,W], got "
+    def steps(self, frames: Tensor, motion: Tensor) -> Tensor:
+        """Per-step features [B, S, lstm_hidden]: each motion step beside its run's spatial feature
+        (S = K*L), or the K spatial features alone without the motion branch."""
+        if (frames.ndim != 5 or motion.ndim != 5 or frames.shape[0] != motion.shape[0]
+                or motion.shape[1] % frames.shape[1]):
+            raise ValueError(f"expected frames [B,K,3,H,W] and motion [B,K*L,C,H,W], got "
                              f"{tuple(frames.shape)} and {tuple(motion.shape)}")
-        b, t = frames.shape[:2]
-        spatial = self.spatial_features(frames.flatten(0, 1))
-        moving = self.motion(motion.flatten(0, 1).to(spatial.dtype))
-        per_frame = self.frame_proj(torch.cat([spatial, moving], dim=1)).view(b, t, -1)
+        b, k = frames.shape[:2]
+        spatial = self.spatial_features(frames.flatten(0, 1)).view(b, k, -1)
+        if self.motion is None:
+            return self.frame_proj(spatial)
+        run = motion.shape[1] // k
+        moving = self.motion(motion.flatten(0, 1).to(spatial.dtype)).view(b, k, run, -1)
+        both = torch.cat([spatial[:, :, None].expand(-1, -1, run, -1), moving], dim=-1)
+        return self.frame_proj(both.flatten(1, 2))
+
+    def forward(self, frames: Tensor, motion: Tensor) -> Tensor:
+        per_step = self.steps(frames, motion)
+        if self.config["temporal"] == "mean":  # the ablation: no recurrence, no attention over time
+            return self.head(per_step.mean(dim=1)).squeeze(-1)
         # LSTM in fp32 even under autocast: CUDA autocast casts cuDNN RNNs to fp16 (not bf16), and
         # bf16-mixed training has no GradScaler to keep fp16 gradients from underflowing.
-        with torch.autocast(device_type=per_frame.device.type, enabled=False):
-            seq, _ = self.lstm(per_frame.float())
-        # Attention over time: a few badly distorted frames can dominate perceived quality.
+        with torch.autocast(device_type=per_step.device.type, enabled=False):
+            seq, _ = self.lstm(per_step.float())
+        # Attention over time: a few badly distorted steps can dominate perceived quality.
         w = self.time_score(seq).softmax(dim=1)
         pooled = (w * seq).sum(dim=1)
         return self.head(pooled).squeeze(-1)

@@ -15,7 +15,8 @@ What is refused and what is scored (the same rules for training, evaluation and 
   damaged stream). It is sampled over the frames that decode. The acquire stage leaves such videos
   out of the training data; a served model answers them. A damaged file whose frames all decode
   (with artefacts) cannot be told apart from a bad-quality video and is scored as such;
-- scored silently: a video shorter than the sampling (``n_frames``): frames repeat, evenly.
+- scored silently: a video shorter than the sampling: runs overlap, and a video shorter than one run
+  repeats its last frame.
 
 The frame cache keeps a checksum of every entry and rebuilds an entry that does not match, cannot be
 read, has the wrong shape or is in the way (a zero-byte file, a folder); each rebuild is logged once.
@@ -37,6 +38,7 @@ import numpy as np
 from models.common.io import atomic_file
 
 MOTIONS = {"diff": 1, "flow": 2}
+FRAME_KEYS = ("n_clips", "clip_len", "height", "width", "motion")  # what a model's sampling is
 MIN_SIDE = 8            # smaller decoded frames are refused
 MIN_FRAMES = 2          # fewer decodable frames are refused
 MIN_DECODED_SHARE = 0.9  # fewer decoded frames than this share of the container's count: a warning
@@ -124,22 +126,36 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- sampling
+#
+# One sampling definition for the frame cache, training, evaluation and serving (SlowFast-style):
+# ``n_clips`` runs of ``clip_len + 1`` *consecutive* decoded frames, centred on the centres of
+# ``n_clips`` equal segments of the video. The motion input is every step of every run (frame i to
+# frame i+1: ``n_clips * clip_len`` steps), so duplicated frames, drops and freezes show as patterns
+# over time at the video's own frame rate; the spatial input is the middle frame of each run.
+# ``clip_len: 1`` is the older "n sampled frames, each with its successor".
 
-def sample_positions(n_total: int, n_frames: int) -> np.ndarray:
-    """Centres of ``n_frames`` equal segments of ``[0, n_total)``; repeats when the video is short."""
-    if n_total < 1 or n_frames < 1:
-        raise ValueError(f"need n_total >= 1 and n_frames >= 1, got {n_total}, {n_frames}")
-    pos = np.floor((np.arange(n_frames) + 0.5) * n_total / n_frames).astype(np.int64)
-    return np.clip(pos, 0, n_total - 1)
+def frame_settings(cfg: dict) -> dict:
+    """The :data:`FRAME_KEYS` of a frames config; a config saved before runs (``n_frames`` sampled
+    frames, each with its successor) is the same sampling with ``clip_len: 1``."""
+    if "n_clips" not in cfg and "n_frames" in cfg:
+        cfg = {**cfg, "n_clips": cfg["n_frames"], "clip_len": 1}
+    return {k: cfg[k] for k in FRAME_KEYS}
 
 
-def _needed(positions: np.ndarray, n_total: int) -> set[int]:
-    """Frames to retrieve: each sampled frame and its successor (for motion)."""
-    idx = set(positions.tolist())
-    idx |= {min(p + 1, n_total - 1) for p in idx}
-    if n_total > 1:  # the last frame has no successor: motion then uses its predecessor
-        idx |= {n_total - 2 for p in positions if p == n_total - 1}
-    return idx
+def clip_indices(n_total: int, n_clips: int, clip_len: int) -> np.ndarray:
+    """Decoded-frame indices ``[n_clips, clip_len + 1]``: run k starts ``clip_len // 2`` frames before
+    the centre of segment k, kept inside the video. A video shorter than a run repeats its last
+    frame (zero motion there)."""
+    if n_total < 1 or n_clips < 1 or clip_len < 1:
+        raise ValueError(f"need n_total, n_clips, clip_len >= 1, got {n_total}, {n_clips}, {clip_len}")
+    centres = np.floor((np.arange(n_clips) + 0.5) * n_total / n_clips).astype(np.int64)
+    starts = np.clip(centres - clip_len // 2, 0, max(n_total - clip_len - 1, 0))
+    return np.minimum(starts[:, None] + np.arange(clip_len + 1), n_total - 1)
+
+
+def keyframes(indices: np.ndarray) -> np.ndarray:
+    """The spatial frame of each run: its middle frame (its first for ``clip_len: 1``)."""
+    return indices[:, (indices.shape[1] - 1) // 2]
 
 
 def _decode(path, cap, needed: set[int], height: int, width: int) -> tuple[dict[int, np.ndarray], int]:
@@ -173,32 +189,33 @@ def _motion(a: np.ndarray, b: np.ndarray, motion: str, width: int) -> np.ndarray
     return (flow / float(width)).astype(np.float32)
 
 
-def _check_args(n_frames: int, height: int, width: int, motion: str) -> None:
+def _check_args(n_clips: int, clip_len: int, height: int, width: int, motion: str) -> None:
     if motion not in MOTIONS:
         raise ValueError(f"motion must be one of {sorted(MOTIONS)}, got {motion!r}")
-    if min(n_frames, height, width) < 1:
-        raise ValueError(f"n_frames, height and width must be >= 1, got {n_frames}, {height}, {width}")
+    if min(n_clips, clip_len, height, width) < 1:
+        raise ValueError(f"n_clips, clip_len, height and width must be >= 1, got {n_clips}, {clip_len}, "
+                         f"{height}, {width}")
 
 
-def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int,
+def read_clip(path: str | os.PathLike, *, n_clips: int, clip_len: int, height: int, width: int,
               motion: str = "diff") -> tuple[np.ndarray, np.ndarray]:
-    """``n_frames`` uniformly sampled frames of the whole video and the motion at each of them.
+    """The sampled clip of a video file (see the sampling note above).
 
-    Returns ``frames`` uint8 [T, H, W, 3] RGB (resized with INTER_AREA) and ``motion`` float32
-    [T, H, W, C]: between sampled frame t and the next decoded frame, so a repeated frame (stutter)
-    has zero motion. ``diff``: C=1 signed grey difference in [-1, 1]; ``flow``: C=2 Farneback flow
-    in units of the frame width. Raises VideoReadError for anything that does not decode, for frames
-    under ``MIN_SIDE`` px and for a single decodable frame; a video of which under
-    ``MIN_DECODED_SHARE`` of the announced frames decode is sampled over those and logged as a
-    warning (see the module docstring).
+    Returns ``frames`` uint8 [n_clips, H, W, 3] RGB (each run's middle frame, resized with
+    INTER_AREA) and ``motion`` float32 [n_clips * clip_len, H, W, C], run after run: a repeated
+    frame (stutter, freeze) has zero motion. ``diff``: C=1 signed grey difference in [-1, 1];
+    ``flow``: C=2 Farneback flow in units of the frame width. Raises VideoReadError for anything that
+    does not decode, for frames under ``MIN_SIDE`` px and for a single decodable frame; a video of
+    which under ``MIN_DECODED_SHARE`` of the announced frames decode is sampled over those and logged
+    as a warning (see the module docstring).
     """
-    _check_args(n_frames, height, width, motion)
+    _check_args(n_clips, clip_len, height, width, motion)
     cap = _open(path)
     try:
         n_plan = _meta(cap)["frames_meta"]
         if n_plan > 0:
-            pos = sample_positions(n_plan, n_frames)
-            got, n_dec = _decode(path, cap, _needed(pos, n_plan), height, width)
+            idx = clip_indices(n_plan, n_clips, clip_len)
+            got, n_dec = _decode(path, cap, set(idx.ravel().tolist()), height, width)
         else:
             got, n_dec = {}, None
     finally:
@@ -216,31 +233,63 @@ def read_clip(path: str | os.PathLike, *, n_frames: int, height: int, width: int
         if n_plan > 0 and n_dec < MIN_DECODED_SHARE * n_plan:
             LOGGER.warning(f"{path}: only {n_dec} of the {n_plan} frames the container announces decode "
                            f"(cut or damaged?); scored on those")
-        pos = sample_positions(n_dec, n_frames)
+        idx = clip_indices(n_dec, n_clips, clip_len)
         cap = _open(path)
         try:
-            got, n2 = _decode(path, cap, _needed(pos, n_dec), height, width)
+            got, n2 = _decode(path, cap, set(idx.ravel().tolist()), height, width)
         finally:
             cap.release()
         if n2 != n_dec:
             raise VideoReadError(path, f"decoding is not repeatable ({n_dec} then {n2} frames)")
         n_plan = n_dec
     _check_count(path, n_plan)
-    return _assemble(got, pos, n_plan, motion, width)
+    return _assemble(got, idx, motion, width)
 
 
-def _assemble(got: dict[int, np.ndarray], pos: np.ndarray, n_total: int, motion: str,
+def read_frames(path: str | os.PathLike, *, height: int, width: int) -> np.ndarray:
+    """Every decoded frame, resized (INTER_AREA) to height x width: uint8 [N, H, W, 3] RGB. For
+    distorting a whole video in memory before :func:`sample_clip` (the evaluate stage's probes)."""
+    cap = _open(path)
+    try:
+        n = _meta(cap)["frames_meta"]
+        got, n_dec = _decode(path, cap, _AllFrames(), height, width)
+    finally:
+        cap.release()
+    if n_dec == 0:
+        raise VideoReadError(path, "no decodable frame")
+    _check_count(path, n_dec)
+    if n > 0 and n_dec < MIN_DECODED_SHARE * n:
+        LOGGER.warning(f"{path}: only {n_dec} of the {n} frames the container announces decode")
+    return np.stack([got[i] for i in range(n_dec)])
+
+
+class _AllFrames:
+    def __contains__(self, i) -> bool:
+        return True
+
+
+def sample_clip(frames: np.ndarray, *, n_clips: int, clip_len: int, height: int, width: int,
+                motion: str = "diff") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_clip` of a video already in memory (uint8 [N, h, w, 3] RGB, every frame in order):
+    the same indices, resizing and motion, so a video distorted in memory is seen as from a file."""
+    import cv2
+
+    _check_args(n_clips, clip_len, height, width, motion)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [N, H, W, 3] frames, got {frames.dtype}{list(frames.shape)}")
+    _check_count("<frames>", len(frames))
+    idx = clip_indices(len(frames), n_clips, clip_len)
+    same = frames.shape[1:3] == (height, width)
+    got = {i: frames[i] if same else cv2.resize(frames[i], (width, height), interpolation=cv2.INTER_AREA)
+           for i in set(idx.ravel().tolist())}
+    return _assemble(got, idx, motion, width)
+
+
+def _assemble(got: dict[int, np.ndarray], idx: np.ndarray, motion: str,
               width: int) -> tuple[np.ndarray, np.ndarray]:
-    frames = np.stack([got[int(p)] for p in pos])
-    mot = []
-    for p in pos.tolist():
-        if n_total == 1:
-            a = b = got[p]
-        elif p + 1 < n_total:
-            a, b = got[p], got[p + 1]
-        else:
-            a, b = got[p - 1], got[p]
-        mot.append(_motion(a, b, motion, width))
+    frames = np.stack([got[int(i)] for i in keyframes(idx)])
+    mot = [_motion(got[int(a)], got[int(b)], motion, width)
+           for run in idx for a, b in zip(run[:-1], run[1:])]
     return frames, np.stack(mot).astype(np.float32)
 
 
@@ -259,11 +308,12 @@ class FrameCache:
     written is used read-through (logged).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, *, n_frames: int, height: int, width: int,
+    def __init__(self, cache_dir: str | os.PathLike, *, n_clips: int, clip_len: int, height: int, width: int,
                  motion: str = "diff"):
-        _check_args(n_frames, height, width, motion)
+        _check_args(n_clips, clip_len, height, width, motion)
         self.cache_dir = Path(cache_dir)
-        self.n_frames, self.height, self.width, self.motion = n_frames, height, width, motion
+        self.n_clips, self.clip_len = n_clips, clip_len
+        self.height, self.width, self.motion = height, width, motion
 
     def key(self, path: str | os.PathLike) -> str:
         p = Path(path).resolve()
@@ -271,7 +321,7 @@ class FrameCache:
             st = p.stat()
         except OSError:
             raise VideoReadError(p, "file not found") from None
-        text = f"{p}|{st.st_size}|{st.st_mtime_ns}|{self.n_frames}|{self.height}|{self.width}|{self.motion}"
+        text = f"{p}|{st.st_size}|{st.st_mtime_ns}|{self.n_clips}x{self.clip_len}|{self.height}|{self.width}|{self.motion}"
         return hashlib.sha1(text.encode()).hexdigest()
 
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
@@ -279,8 +329,8 @@ class FrameCache:
         return d / f"{key}.frames.npy", d / f"{key}.motion.npy", d / f"{key}.json"
 
     def _shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        t, h, w = self.n_frames, self.height, self.width
-        return (t, h, w, 3), (t, h, w, MOTIONS[self.motion])
+        k, h, w = self.n_clips, self.height, self.width
+        return (k, h, w, 3), (k * self.clip_len, h, w, MOTIONS[self.motion])
 
     def cached(self, path: str | os.PathLike) -> bool:
         """Whether ``path`` has a complete cache entry (a stat, no loading or checking)."""
@@ -328,7 +378,7 @@ class FrameCache:
         hit = self._load_key(key)
         if hit is not None:
             return hit
-        frames, motion = read_clip(path, n_frames=self.n_frames, height=self.height,
+        frames, motion = read_clip(path, n_clips=self.n_clips, clip_len=self.clip_len, height=self.height,
                                    width=self.width, motion=self.motion)
         fpath, mpath, jpath = self._paths(key)
         try:

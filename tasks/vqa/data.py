@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.vqa.video import FRAME_KEYS
 from tasks.core import MokuflowError, log, progress, resolve
-
-FRAME_KEYS = ("n_frames", "height", "width", "motion")
 
 
 def frames_cfg(params: dict) -> dict:
@@ -18,7 +17,7 @@ def frames_cfg(params: dict) -> dict:
     if f["motion"] not in MOTIONS:
         raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.frames.motion must be one of "
                             f"{sorted(MOTIONS)}, got {f['motion']!r}")
-    for k in ("n_frames", "height", "width"):
+    for k in ("n_clips", "clip_len", "height", "width"):
         if not isinstance(f[k], int) or f[k] < 1:
             raise MokuflowError(f"{params.get('_file', 'params.yaml')}: vqa.frames.{k} must be a positive "
                                 f"integer, got {f[k]!r}")
@@ -50,7 +49,7 @@ def read_table(path: Path, columns: tuple[str, ...], stage: str):
 
 
 def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
-    """Labelled videos of the given splits: DataFrame(video_id, path [absolute], split, quality).
+    """Labelled videos of the given splits: DataFrame(video_id, path [absolute], split, quality, content_id).
 
     Videos without a finite cleaned score (e.g. no rating survived) are left out with a log line;
     fewer than ``min_n`` left is an error naming videos.csv.
@@ -76,12 +75,15 @@ def split_items(params: dict, splits: tuple[str, ...], *, min_n: int = 0):
                             f"{spath}; need at least {min_n}")
     raw_dir = vpath.parent
     df = df.assign(path=[str(p if Path(p).is_absolute() else raw_dir / p) for p in df["path"]])
-    return df[["video_id", "path", "split", "quality"]].reset_index(drop=True)
+    if "content_id" not in df.columns:  # videos.csv before content ids: each video its own content
+        df = df.assign(content_id=df["video_id"])
+    return df[["video_id", "path", "split", "quality", "content_id"]].reset_index(drop=True)
 
 
 def test_items(params: dict):
-    """The held-out test split, at least 3 videos (rank correlations need them): video_id, path, quality."""
-    return split_items(params, ("test",), min_n=3)[["video_id", "path", "quality"]]
+    """The held-out test split, at least 3 videos (rank correlations need them): video_id, path, quality,
+    content_id."""
+    return split_items(params, ("test",), min_n=3)[["video_id", "path", "quality", "content_id"]]
 
 
 def clip_features(paths: list[str], *, frames: dict, cache_dir: Path):
@@ -116,6 +118,9 @@ def load_baseline(path: Path):
     except BaselineFormatError as e:
         raise MokuflowError(str(e)) from None
     frames = d.get("frames")
-    if not isinstance(frames, dict) or any(k not in frames for k in FRAME_KEYS):
-        raise MokuflowError(f"{path}: no frame settings {list(FRAME_KEYS)} (re-run the baseline stage)")
-    return model, {k: frames[k] for k in FRAME_KEYS}
+    from models.vqa.video import frame_settings
+
+    try:
+        return model, frame_settings(frames)
+    except (KeyError, TypeError):
+        raise MokuflowError(f"{path}: no frame settings {list(FRAME_KEYS)} (re-run the baseline stage)") from None

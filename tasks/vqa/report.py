@@ -1,7 +1,8 @@
 """Write the study report: reports/vqa/index.html (tasks/templates/vqa.html) with PNG plots.
 
-Contents: STDAM vs baseline table (value and 95 % bootstrap CI of SRCC, PLCC, KRCC, RMSE), predicted
-vs true scatter for both models, training curves, rater bias / inconsistency (when per-rater scores
+Contents: STDAM vs baseline table (value and 95 % bootstrap CI of SRCC, PLCC, KRCC, RMSE), STDAM's
+per-kind sensitivity to graded distortions (beside each ablation's when the ablation stage has run),
+the ablation table (or how to run it), predicted vs true scatter for both models, training curves, rater bias / inconsistency (when per-rater scores
 were cleaned), data summary (videos per split, DVC data version, git commit) and the videos acquire
 could not read. Rendering, atomic writes and MLflow logging are the core's (tasks/core/report.py).
 """
@@ -31,6 +32,8 @@ def run(params: dict, **kwargs) -> dict:
     trained = read_json(train_dir / "run.json") if (train_dir / "run.json").is_file() else {}
     run_id = trained.get("mlflow_run_id")
     acquired = read_json(raw_dir / "acquire.json") if (raw_dir / "acquire.json").is_file() else {}
+    ablation_file = resolve(params, vqa["ablation"]["out_dir"]) / "ablation.json"
+    ablation = read_json(ablation_file) if ablation_file.is_file() else {}
 
     images: dict[str, bytes] = {"scatter.png": _scatter_png(predictions, metrics_dir / "predictions.csv")}
     if history is not None and len(history):
@@ -43,6 +46,9 @@ def run(params: dict, **kwargs) -> dict:
         "vqa", models=models, table=_metrics_rows(metrics, models),
         n_test=metrics.get("n_test", "?"), images=images, has_history=history is not None,
         has_raters=raters is not None, unreadable=unreadable,
+        sensitivity=_sensitivity_rows(metrics, ablation), ablation=_ablation_rows(ablation),
+        ablation_note=ablation.get("note") or ("" if ablation else f"{ablation_file}: not found (the ablation "
+                                                                    "stage has not run)"),
         summary=_data_summary(params, metrics, acquired, trained))
     core_report.write(out_dir, page, images, known_images=IMAGES)
     core_report.log_to_run(params, run_id, out_dir, ("index.html", *images))
@@ -152,4 +158,33 @@ def _metrics_rows(metrics: dict, models: list[str]) -> list[dict]:
         cells = [{"value": (metrics[m].get(key) or {}).get("value"), "lo": (metrics[m].get(key) or {}).get("ci_low"),
                   "hi": (metrics[m].get(key) or {}).get("ci_high"), "best": m == best} for m in models]
         rows.append({"label": METRIC_LABEL[key], "lower": key == "rmse", "cells": cells})
+    return rows
+
+
+# ------------------------------------------------------------------------- sensitivity, ablation
+
+def _sensitivity_rows(metrics: dict, ablation: dict) -> dict:
+    """Per-kind sensitivity: STDAM's (from evaluate) and each ablation's when it has run."""
+    from tasks.vqa.distortions import CAPTURE, DELIVERY, SPATIAL
+
+    group = {**dict.fromkeys(SPATIAL, "spatial"), **dict.fromkeys(CAPTURE, "temporal (capture)"),
+             **dict.fromkeys(DELIVERY, "temporal (delivery)")}
+    sens = metrics.get("sensitivity") or {}
+    variants = list(ablation.get("variants") or {})
+    rows = []
+    for kind, v in sens.items():
+        cells = [v] + [ablation["variants"][n].get("sensitivity", {}).get(kind, {}) for n in variants]
+        rows.append({"kind": kind, "group": group.get(kind, ""),
+                     "cells": [{"value": c.get("value"), "lo": c.get("ci_low"), "hi": c.get("ci_high")}
+                               for c in cells]})
+    return {"columns": ["stdam", *variants], "rows": rows}
+
+
+def _ablation_rows(ablation: dict) -> list[dict]:
+    rows = []
+    for name, v in (ablation.get("variants") or {}).items():
+        m, d = v["metrics"]["srcc"], v["stdam_minus_variant_srcc"]
+        rows.append({"name": name, "label": v.get("label", ""), "srcc": m["value"], "lo": m["ci_low"],
+                     "hi": m["ci_high"], "diff": d["value"], "dlo": d["ci_low"], "dhi": d["ci_high"],
+                     "verdict": v.get("verdict", "")})
     return rows

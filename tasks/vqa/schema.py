@@ -71,7 +71,8 @@ class Clean(Section):
 
 
 class Frames(Section):
-    n_frames: int = Field(gt=0)
+    n_clips: int = Field(gt=0)
+    clip_len: int = Field(gt=0)
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     motion: Literal["diff", "flow"]
@@ -87,6 +88,10 @@ class Model(Section):
     motion_channels: int = Field(gt=0)
     lstm_hidden: int = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
+    # the ablation switches (models.vqa.stdam); STDAM is all three on
+    motion_branch: bool = True
+    spatial: Literal["graph", "pool"] = "graph"
+    temporal: Literal["lstm", "mean"] = "lstm"
 
 
 class Loss(Section):
@@ -104,9 +109,43 @@ class Baseline(Section):
     out_dir: str
 
 
+class Sensitivity(Section):
+    """Per-kind probes (tasks.vqa.sensitivity): graded distortions of the best-rated test videos."""
+    n_videos: int = Field(ge=1)
+    severities: list[float] = Field(min_length=2)
+    kinds: list[str] = Field(min_length=1)
+
+    @field_validator("severities")
+    @classmethod
+    def _graded(cls, v: list[float]) -> list[float]:
+        if any(not 0 < x <= 1 for x in v) or sorted(set(v)) != v:
+            raise ValueError(f"expected increasing severities in (0, 1], got {v}")
+        return v
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from tasks.vqa.distortions import KINDS
+
+        unknown = [k for k in v if k not in KINDS]
+        if unknown or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct kinds from {list(KINDS)}, got {v}")
+        return v
+
+
 class Evaluate(Section):
     bootstrap: int = Field(ge=0)
     seed: int = 0
+    sensitivity: Sensitivity
+    out_dir: str
+
+
+class Ablation(Section):
+    """The ablation stage: each variant trained like STDAM (same data, seed, schedule), scored on the
+    test split beside it. Off by default: it trains len(variants) more models."""
+    enabled: bool = False
+    variants: list[Literal["no_motion", "no_graph", "mean_pool"]] = Field(min_length=1)
+    runs_dir: str
     out_dir: str
 
 
@@ -123,6 +162,7 @@ class VQAParams(Section):
     train: Train
     baseline: Baseline
     evaluate: Evaluate
+    ablation: Ablation
     report: Report
     register_: RegisterConfig = Field(alias="register")  # BaseModel (an ABC) has .register
     schedule: ScheduleConfig

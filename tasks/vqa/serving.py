@@ -16,7 +16,8 @@ What is refused and what is scored (``models.vqa.video`` decides, the same rules
 - scored, with a warning logged on the ``mokuflow`` logger (the output schema is unchanged: ``error``
   stays for failures): a video of which under 90 % of the announced frames decode (a cut upload, a
   damaged stream) is sampled over the frames that do;
-- scored silently: a video shorter than the model's ``n_frames`` (frames repeat evenly).
+- scored silently: a video shorter than the model's sampling (runs overlap; shorter than one run, its
+  last frame repeats).
 """
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ class VQAPyfunc(StudyPyfunc):
         docstring), which the core turns into that row's ``error``."""
         from models.vqa.video import read_clip
 
-        cfg = {k: self.frames_cfg[k] for k in ("n_frames", "height", "width", "motion")}
-        return read_clip(file_path(row, INPUT_COLUMN), **cfg)
+        return read_clip(file_path(row, INPUT_COLUMN), **self.frames_cfg)
 
     def infer(self, items: list, params: dict) -> list[list[dict]]:
         import numpy as np

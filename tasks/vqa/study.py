@@ -9,7 +9,10 @@ STUDY = Study(
         "clean": "clean per-rater opinion scores with SUREAL's maximum-likelihood subject model",
         "train": "train STDAM on the cleaned scores (Lightning; resumable)",
         "baseline": "fit the hand-crafted baseline (StandardScaler + Ridge on clip features)",
-        "evaluate": "score STDAM and the baseline on the held-out test split with bootstrap CIs",
+        "evaluate": "score STDAM and the baseline on the held-out test split with bootstrap CIs, and "
+                    "STDAM's per-kind sensitivity to graded distortions",
+        "ablation": "train STDAM without each module and score it beside STDAM (vqa.ablation.enabled; "
+                    "off by default)",
         "report": "write the HTML report",
         "register": "register the model in MLflow; promote to champion if it beats the current one",
     },

@@ -1,10 +1,13 @@
 """Synthetic VQA data with known ground truth: textured moving scenes, graded distortions, crowd raters.
 
 Every content is a camera panning over a multi-octave fractal canvas with several textured objects
-moving over it. Each version of a content gets a random mix of spatial (blur, noise, JPEG, down-up
-scaling, exposure) and temporal (stutter, flicker, shake) distortions. Its true quality is a monotone,
-nonlinear function of the severities whose visibility depends on the content (blur hurts textured
-scenes more, noise is masked by texture, stutter is only visible with motion, ...), so it is
+moving over it (bouncing inside the frame, so a 5 s video keeps its motion to the end). Each version
+of a content gets a random mix of the kinds in :mod:`tasks.vqa.distortions`: spatial (blur, noise,
+JPEG, down-up scaling, exposure), capture-time temporal (flicker, shake) and delivery-time temporal
+(a low frame rate shown as duplicates, irregular drops, freezes, frame-rate-conversion judder). Its
+true quality is a monotone, nonlinear function of the severities whose visibility depends on the
+content (blur hurts textured scenes more, noise is masked by texture, duplicates and freezes are only
+visible with motion, ...), so it is
 learnable from pixels but not a linear function of any one hand-crafted feature. Simulated raters
 then score the videos with per-rater bias and inconsistency, per-content ambiguity, careless raters
 and missing ratings (the model SUREAL's MLE inverts).
@@ -17,12 +20,19 @@ import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-DISTORTIONS = ("blur", "noise", "jpeg", "scale", "exposure", "stutter", "flicker", "shake")
-# Per-distortion weight and exponent of the severity in the impairment: unequal and nonlinear.
+from tasks.vqa.distortions import DELIVERY, distort
+from tasks.vqa.distortions import KINDS as DISTORTIONS
+
+__all__ = ["DISTORTIONS", "distort", "draw_severities", "generate", "make_content", "simulate_ratings",
+           "true_quality", "write_mp4"]
+
+# Per-distortion weight and exponent of the severity in the impairment: unequal and nonlinear. A
+# duplicate-heavy video loses quality as much as a blurred one (fps at 1/8 of the frame rate is
+# about as bad as heavy blur on a moving scene): viewers see judder and stalls first.
 _WEIGHT = {"blur": 1.0, "noise": 0.8, "jpeg": 0.9, "scale": 0.9, "exposure": 0.7,
-           "stutter": 0.9, "flicker": 0.6, "shake": 0.6}
+           "flicker": 0.6, "shake": 0.6, "fps": 1.1, "drops": 0.9, "freeze": 1.0, "judder": 0.8}
 _POWER = {"blur": 1.3, "noise": 0.9, "jpeg": 1.6, "scale": 1.2, "exposure": 1.4,
-          "stutter": 1.0, "flicker": 1.1, "shake": 1.2}
+          "flicker": 1.1, "shake": 1.2, "fps": 0.9, "drops": 1.0, "freeze": 1.0, "judder": 1.1}
 
 
 # ------------------------------------------------------------------------------------- content
@@ -70,7 +80,7 @@ def make_content(rng, *, n_frames: int, height: int, width: int) -> tuple:
     import numpy as np
 
     detail = float(rng.uniform(0, 1))
-    pan = rng.uniform(-1, 1, 2) * rng.uniform(0, 2.0)  # camera px / frame
+    pan = rng.uniform(-1, 1, 2) * rng.uniform(0.1, 1.2)  # camera px / frame
     margin = int(math.ceil(np.abs(pan).max() * n_frames)) + 4
     canvas = _texture(rng, height + 2 * margin, width + 2 * margin, detail)
     objects = [_make_object(rng, height, width, n_frames) for _ in range(int(rng.integers(2, 5)))]
@@ -83,7 +93,7 @@ def make_content(rng, *, n_frames: int, height: int, width: int) -> tuple:
             frame = _paste(frame, obj, t)
         frames[t] = frame
     speed = np.hypot(*pan) + np.mean([np.hypot(*o["vel"]) for o in objects])
-    traits = {"texture": detail, "motion": float(min(speed / 4.0, 1.0)),
+    traits = {"texture": detail, "motion": float(min(speed / 3.0, 1.0)),
               "brightness": float(frames.mean() / 255.0)}
     return np.clip(frames, 0, 255), traits
 
@@ -100,17 +110,19 @@ def _make_object(rng, height: int, width: int, n_frames: int) -> dict:
         shape = (np.abs(xx) <= rng.uniform(0.5, 1)) & (np.abs(yy) <= rng.uniform(0.5, 1))
     alpha = cv2.GaussianBlur(shape.astype(np.float32), (0, 0), 1.0)  # soft, anti-aliased edge
     return {"rgb": _texture(rng, size, size, float(rng.uniform(0, 1))), "alpha": alpha,
-            "start": rng.uniform(0, 1, 2) * (width, height), "vel": rng.uniform(-3, 3, 2)}
+            "start": rng.uniform(0, 1, 2) * (width, height), "vel": rng.uniform(-2.5, 2.5, 2)}
 
 
 def _paste(frame, obj: dict, t: int):
-    """Alpha-composite the object at its position at time t (sub-pixel, via an affine shift)."""
+    """Alpha-composite the object at its position at time t (sub-pixel, via an affine shift); its
+    centre bounces off the frame's edges."""
     import cv2
     import numpy as np
 
     h, w = frame.shape[:2]
     size = obj["alpha"].shape[0]
-    x, y = obj["start"] + obj["vel"] * t - size / 2
+    span = np.array([w, h], np.float64)
+    x, y = span - np.abs(np.mod(obj["start"] + obj["vel"] * t, 2 * span) - span) - size / 2
     m = np.float32([[1, 0, x], [0, 1, y]])
     rgb = cv2.warpAffine(obj["rgb"], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     a = cv2.warpAffine(obj["alpha"], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
@@ -120,87 +132,28 @@ def _paste(frame, obj: dict, t: int):
 # --------------------------------------------------------------------------------- distortions
 
 def draw_severities(rng) -> dict[str, float]:
-    """A random mix: 0-3 active distortions with severities in [0.15, 1], the rest 0."""
+    """A random mix: 0-3 active distortions with severities in [0.15, 1], the rest 0. Half the
+    picks are delivery-time temporal kinds (fps, drops, freeze, judder), which otherwise would be
+    4 of 11 and rarely seen alone."""
     import numpy as np
 
     sev = dict.fromkeys(DISTORTIONS, 0.0)
     k = int(rng.choice(4, p=[0.15, 0.35, 0.3, 0.2]))
-    for name in rng.choice(DISTORTIONS, size=k, replace=False):
+    p = np.array([0.5 / len(DELIVERY) if d in DELIVERY else 0.5 / (len(DISTORTIONS) - len(DELIVERY))
+                  for d in DISTORTIONS])
+    for name in rng.choice(DISTORTIONS, size=k, replace=False, p=p):
         sev[str(name)] = float(np.round(rng.uniform(0.15, 1.0), 3))
     return sev
-
-
-def distort(frames, sev: dict[str, float], rng):
-    """Apply the severities to clean float frames: uint8 [T, H, W, 3] RGB.
-
-    Order follows a capture chain: shake, exposure / flicker, optics blur, sensor down-up scaling,
-    noise, JPEG coding, then frame drops (repeats) at delivery.
-    """
-    import cv2
-    import numpy as np
-
-    x = frames.copy()
-    t_len, h, w = x.shape[:3]
-    if sev["shake"] > 0:
-        for t in range(t_len):
-            dx, dy = rng.normal(0, 4.0 * sev["shake"], 2)
-            x[t] = cv2.warpAffine(x[t], np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
-                                  borderMode=cv2.BORDER_REFLECT)
-    if sev["exposure"] > 0:
-        gamma = math.exp(rng.choice([-1, 1]) * 1.2 * sev["exposure"])
-        x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** gamma
-    if sev["flicker"] > 0:
-        x = x * (1 + 0.35 * sev["flicker"] * rng.uniform(-1, 1, (t_len, 1, 1, 1))).astype(np.float32)
-    out = np.empty(x.shape, np.uint8)
-    for t in range(t_len):
-        out[t] = _spatial(x[t], sev, rng)
-    if sev["stutter"] > 0:
-        out = out[_stutter_index(t_len, sev["stutter"], rng)]
-    return out
-
-
-def _spatial(img, sev: dict[str, float], rng):
-    import cv2
-    import numpy as np
-
-    h, w = img.shape[:2]
-    if sev["blur"] > 0:
-        img = cv2.GaussianBlur(img, (0, 0), 0.3 + 2.7 * sev["blur"])
-    if sev["scale"] > 0:
-        f = 1 + 4 * sev["scale"]
-        small = cv2.resize(img, (max(2, round(w / f)), max(2, round(h / f))), interpolation=cv2.INTER_AREA)
-        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    if sev["noise"] > 0:
-        img = img + rng.normal(0, 30 * sev["noise"], img.shape).astype(np.float32)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    if sev["jpeg"] > 0:
-        q = int(round(95 - 88 * sev["jpeg"]))
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    return img
-
-
-def _stutter_index(t_len: int, severity: float, rng):
-    """Frame indices where dropped frames repeat the previous one (at least one drop)."""
-    import numpy as np
-
-    drop = rng.random(t_len) < 0.7 * severity
-    drop[0] = False
-    if t_len > 1 and not drop.any():
-        drop[int(rng.integers(1, t_len))] = True
-    idx = np.arange(t_len)
-    for t in range(1, t_len):
-        if drop[t]:
-            idx[t] = idx[t - 1]
-    return idx
 
 
 def true_quality(sev: dict[str, float], traits: dict[str, float], base: float) -> float:
     """Quality in [1, 5]: decreasing in every severity, with content-dependent visibility."""
     tex, mot = traits["texture"], traits["motion"]
+    # temporal delivery faults are only visible with motion; a freeze also stalls the story
     vis = {"blur": 0.4 + 1.2 * tex, "noise": 1.2 - 0.6 * tex, "jpeg": 1.0 - 0.4 * tex,
            "scale": 0.4 + 1.0 * tex, "exposure": 0.8 + 0.4 * abs(traits["brightness"] - 0.5) * 2,
-           "stutter": 0.2 + 1.4 * mot, "flicker": 1.0, "shake": 0.6 + 0.6 * (1 - mot)}
+           "flicker": 1.0, "shake": 0.6 + 0.6 * (1 - mot), "fps": 0.4 + 1.2 * mot,
+           "drops": 0.3 + 1.3 * mot, "freeze": 0.6 + 0.8 * mot, "judder": 0.3 + 1.2 * mot}
     d = [_WEIGHT[k] * vis[k] * sev[k] ** _POWER[k] for k in DISTORTIONS]
     # between a max (the worst distortion dominates) and a sum (they add up)
     impairment = 0.6 * math.sqrt(sum(v * v for v in d)) + 0.4 * sum(d)

@@ -36,7 +36,8 @@ def model_kwargs(params: dict) -> dict:
                 gcn_dim=int(m["gcn_dim"]), attention_heads=int(m["attention_heads"]),
                 motion_in_channels=MOTIONS[motion], motion_channels=int(m["motion_channels"]),
                 lstm_hidden=int(m["lstm_hidden"]), dropout=float(m["dropout"]),
-                pretrained=str(pretrained) if pretrained else None)
+                motion_branch=bool(m.get("motion_branch", True)), spatial=str(m.get("spatial", "graph")),
+                temporal=str(m.get("temporal", "lstm")), pretrained=str(pretrained) if pretrained else None)
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -191,7 +191,7 @@ def _sampled(tmp_path, frames, *, n_frames, motion="diff", name="v.mp4"):
 
     p = tmp_path / name
     write_mp4(p, frames, fps=10)
-    return read_clip(p, n_frames=n_frames, height=frames.shape[1], width=frames.shape[2], motion=motion)
+    return read_clip(p, n_clips=n_frames, clip_len=1, height=frames.shape[1], width=frames.shape[2], motion=motion)
 
 
 @pytest.mark.parametrize("motion", ["diff", "flow"])

@@ -63,7 +63,7 @@ def project(tmp_path_factory):
     torch.manual_seed(0)
     model = STDAM(backbone_channels=[4, 8], gcn_layers=1, gcn_dim=8, attention_heads=2,
                   motion_channels=4, lstm_hidden=8, dropout=0.0)
-    frames = {k: params["vqa"]["frames"][k] for k in ("n_frames", "height", "width", "motion")}
+    frames = {k: params["vqa"]["frames"][k] for k in ("n_clips", "clip_len", "height", "width", "motion")}
     train_dir = root / params["vqa"]["train"]["out_dir"]
     save_model(train_dir / "model.pt", model, frames, {"mean": 3.0, "std": 0.5})
     run_id = start_run(params, "vqa")
@@ -113,7 +113,7 @@ def test_test_items(project):
     from tasks.vqa.data import test_items
 
     items = test_items(project["params"])
-    assert list(items.columns) == ["video_id", "path", "quality"]
+    assert list(items.columns) == ["video_id", "path", "quality", "content_id"]
     test_ids = [v for v, s in zip(project["ids"], SPLITS) if s == "test"]
     assert list(items["video_id"]) == test_ids
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in items["path"])
@@ -122,7 +122,7 @@ def test_test_items(project):
 
 def test_metrics_json_structure(project):
     metrics, _ = outputs(project)
-    assert set(metrics) == {"stdam", "baseline", "n_test"}
+    assert set(metrics) == {"stdam", "baseline", "n_test", "sensitivity"}
     assert metrics["n_test"] == SPLITS.count("test")
     for model in ("stdam", "baseline"):
         assert set(metrics[model]) == {"srcc", "krcc", "plcc", "rmse"}
@@ -172,7 +172,35 @@ def test_mlflow_run_has_test_metrics_and_artifacts(project):
         assert logged[f"test_{m}_ci_high"] == pytest.approx(metrics["stdam"][m]["ci_high"])
         assert logged[f"baseline_test_{m}"] == pytest.approx(metrics["baseline"][m]["value"])
     files = {f.path for f in client.list_artifacts(project["run_id"], "evaluate")}
-    assert files == {"evaluate/metrics.json", "evaluate/predictions.csv"}
+    assert files == {"evaluate/metrics.json", "evaluate/predictions.csv", "evaluate/sensitivity.json"}
+    for kind, v in metrics["sensitivity"].items():
+        assert logged[f"test_sensitivity_{kind}"] == pytest.approx(v["value"])
+
+
+def test_sensitivity_probes(project):
+    """Per-kind probes: on the best-rated test videos (one per content), the undistorted member of each
+    series scores what the model gives the file itself, and each kind's figure is the mean of its
+    per-video Spearman's rho."""
+    from scipy import stats
+
+    params, root = project["params"], project["root"]
+    metrics, pred = outputs(project)
+    probes = json.loads((root / "metrics/vqa/sensitivity.json").read_text())
+    cfg = params["vqa"]["evaluate"]["sensitivity"]
+    assert set(metrics["sensitivity"]) == set(cfg["kinds"]) == set(probes["kinds"])
+    assert probes["severities"] == [0.0, *cfg["severities"]]
+    best = pred.sort_values("quality", ascending=False)["video_id"][:cfg["n_videos"]].tolist()
+    assert sorted(probes["scores"]) == sorted(best) and probes["n_videos"] == cfg["n_videos"]
+    for vid, by_kind in probes["scores"].items():
+        own = float(pred.loc[pred["video_id"] == vid, "stdam"].iloc[0])
+        for kind, scores in by_kind.items():
+            assert scores[0] == pytest.approx(own, abs=1e-4)  # the series starts at the video itself
+            rho = probes["kinds"][kind]["per_video"][vid]
+            want = 0.0 if np.ptp(scores) == 0 else stats.spearmanr(probes["severities"], -np.array(scores))[0]
+            assert rho == pytest.approx(want, abs=1e-3)
+    for kind, v in probes["kinds"].items():
+        assert v["value"] == pytest.approx(np.mean(list(v["per_video"].values())))
+        assert metrics["sensitivity"][kind]["value"] == pytest.approx(v["value"])
 
 
 def test_failures_keep_previous_outputs(project, tmp_path):
@@ -209,3 +237,58 @@ def test_failures_keep_previous_outputs(project, tmp_path):
     bad.write_text((project["root"] / "params.yaml").read_text())
     assert main(["vqa", "evaluate", "--params", str(bad)]) == 2  # no run.json under tmp_path
     assert metrics_file.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------- ablation
+
+def test_ablation_off_by_default_says_how_to_run_it(project, tmp_path):
+    from tasks.vqa import ablation
+
+    p = copy.deepcopy(project["params"])
+    assert p["vqa"]["ablation"]["enabled"] is False  # the default: make run stays in its budget
+    p["vqa"]["ablation"]["out_dir"] = str(tmp_path / "abl")
+    out = ablation.run(p)
+    info = json.loads((tmp_path / "abl/ablation.json").read_text())
+    assert out["enabled"] is False and info["enabled"] is False and info["variants"] == {}
+    assert "vqa.ablation.enabled: true" in info["note"]
+    assert not (tmp_path / "abl/models").exists()  # nothing trained
+
+
+def test_ablation_trains_each_variant_like_stdam(project, tmp_path):
+    """Enabled: each variant is trained by the train stage's code with only its switch changed, and
+    scored beside STDAM with a paired interval; its MLflow run is tagged; the report shows the table."""
+    from mlflow import MlflowClient
+
+    from models.vqa.inference import load_model
+    from models.vqa.metrics import srcc
+    from tasks.core.tracking import setup
+    from tasks.vqa import ablation, report
+
+    p = copy.deepcopy(project["params"])
+    p["vqa"]["ablation"].update(enabled=True, variants=["no_motion", "mean_pool"],
+                                out_dir=str(tmp_path / "abl"), runs_dir=str(tmp_path / "abl-runs"))
+    ablation.run(p)
+    info = json.loads((tmp_path / "abl/ablation.json").read_text())
+    pred = pd.read_csv(tmp_path / "abl/predictions.csv", dtype={"video_id": str})
+    _, stdam_pred = outputs(project)
+    assert info["enabled"] and set(info["variants"]) == {"no_motion", "mean_pool"}
+    np.testing.assert_allclose(pred["stdam"], stdam_pred["stdam"], rtol=1e-5)  # the evaluated champion
+    setup(p)
+    for name, switch in (("no_motion", {"motion_branch": False}), ("mean_pool", {"temporal": "mean"})):
+        v = info["variants"][name]
+        model, frames = load_model(tmp_path / "abl/models" / name / "model.pt")
+        assert model.stdam.config | switch == model.stdam.config  # trained with its switch
+        assert frames == project["frames"]  # the same sampling as STDAM
+        want = srcc(pred["quality"], pred["stdam"]) - srcc(pred["quality"], pred[name])
+        assert v["stdam_minus_variant_srcc"]["value"] == pytest.approx(want)
+        lo, hi = v["stdam_minus_variant_srcc"]["ci_low"], v["stdam_minus_variant_srcc"]["ci_high"]
+        assert lo <= want <= hi and v["verdict"] in ("holds", "not shown", "reversed")
+        assert set(v["sensitivity"]) == set(p["vqa"]["evaluate"]["sensitivity"]["kinds"])
+        run = MlflowClient().get_run(v["mlflow_run_id"])
+        assert run.data.tags["mokuflow.ablation"] == name
+        assert run.data.metrics["test_srcc"] == pytest.approx(v["metrics"]["srcc"]["value"])
+    p["vqa"]["report"]["out_dir"] = str(tmp_path / "report")
+    report.run(p)
+    page = (tmp_path / "report/index.html").read_text()
+    assert "Ablations: which modules matter" in page and "mean_pool" in page and "no_motion" in page
+    assert "Sensitivity per distortion kind" in page and "freeze" in page

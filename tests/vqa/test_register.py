@@ -12,7 +12,7 @@ import pytest
 from tasks.core import load_params, write_json
 
 REPO = Path(__file__).resolve().parents[2]
-FRAMES = {"n_frames": 4, "height": 32, "width": 32, "motion": "diff"}
+FRAMES = {"n_clips": 4, "clip_len": 1, "height": 32, "width": 32, "motion": "diff"}
 N_TEST = 6
 
 

@@ -153,12 +153,12 @@ def test_partly_decodable_video_is_scored_with_a_warning(tmp_path, caplog):
     info = probe_video(cut)
     assert info["frames_meta"] == 60 and 10 < info["frames"] < 54
     with caplog.at_level(logging.WARNING, logger="mokuflow"):
-        frames, motion = read_clip(cut, n_frames=8, height=16, width=16)
+        frames, motion = read_clip(cut, n_clips=8, clip_len=1, height=16, width=16)
     assert frames.shape == (8, 16, 16, 3) and motion.shape == (8, 16, 16, 1)
     assert any("of the 60 frames" in r.getMessage() and "cut.avi" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mokuflow"):
-        read_clip(full, n_frames=8, height=16, width=16)
+        read_clip(full, n_clips=8, clip_len=1, height=16, width=16)
     assert not caplog.records
 
 
@@ -168,7 +168,7 @@ def test_tiny_and_one_frame_videos_are_refused(tmp_path, n, h, w, problem):
     from models.vqa.video import VideoReadError, probe_video, read_clip
 
     p = _avi(tmp_path / "v.avi", n, h, w)
-    for call in (lambda: read_clip(p, n_frames=4, height=16, width=16), lambda: probe_video(p)):
+    for call in (lambda: read_clip(p, n_clips=4, clip_len=1, height=16, width=16), lambda: probe_video(p)):
         with pytest.raises(VideoReadError, match=problem) as e:
             call()
         assert str(p) in str(e.value)
@@ -196,7 +196,7 @@ def test_bit_flipped_videos_are_refused_or_scored_with_a_warning(tmp_path, caplo
             caplog.clear()
             try:
                 with caplog.at_level(logging.WARNING, logger="mokuflow"):
-                    frames, _ = read_clip(p, n_frames=4, height=16, width=16)
+                    frames, _ = read_clip(p, n_clips=4, clip_len=1, height=16, width=16)
             except VideoReadError as e:
                 assert str(p) in str(e)
                 outcomes.append("refused")
@@ -255,7 +255,7 @@ def _cache_and_video(tmp_path):
 
     p = tmp_path / "v.mp4"
     write_mp4(p, np.random.default_rng(1).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), fps=10)
-    cache = FrameCache(tmp_path / "cache", n_frames=4, height=16, width=16, motion="diff")
+    cache = FrameCache(tmp_path / "cache", n_clips=4, clip_len=1, height=16, width=16, motion="diff")
     return cache, p
 
 

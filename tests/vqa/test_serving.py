@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "vqa"
-FRAMES = {"n_frames": 4, "height": 32, "width": 32, "motion": "diff"}
+FRAMES = {"n_clips": 4, "clip_len": 1, "height": 32, "width": 32, "motion": "diff"}
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -35,9 +35,55 @@ def test_rejects_mismatched_inputs():
     model = STDAM(**TINY)
     frames, motion = _inputs(t=4)
     with pytest.raises(ValueError):
-        model(frames, motion[:, :2])
+        model(frames, motion[:, :3])  # 3 motion steps cannot be runs of 4 clips
+    with pytest.raises(ValueError):
+        model(frames[:2], motion)
     with pytest.raises(ValueError):
         STDAM(**dict(TINY, gcn_dim=9, attention_heads=2))
+    with pytest.raises(ValueError, match="spatial"):
+        STDAM(**dict(TINY, spatial="transformer"))
+
+
+def test_runs_of_motion_steps_beside_each_clip_frame():
+    """K spatial frames and K*L motion steps: the LSTM reads K*L steps; each step carries its own
+    motion, so reordering the steps inside a run changes the score (order over time is read)."""
+    torch.manual_seed(0)
+    model = STDAM(**TINY).eval()
+    g = torch.Generator().manual_seed(1)
+    frames, motion = torch.rand(2, 3, 3, 32, 32, generator=g), torch.randn(2, 12, 1, 32, 32, generator=g) * 0.1
+    with torch.no_grad():
+        steps = model.steps(frames, motion)
+        a = model(frames, motion)
+        b = model(frames, motion.flip(1))
+    assert steps.shape == (2, 12, TINY["lstm_hidden"]) and a.shape == (2,)
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("switch,gone", [({"motion_branch": False}, ("motion.",)),
+                                         ({"spatial": "pool"}, ("gcn.", "node_pool.")),
+                                         ({"temporal": "mean"}, ("lstm.", "time_score."))])
+def test_ablation_switches_remove_their_module(switch, gone):
+    torch.manual_seed(0)
+    full, ablated = STDAM(**TINY), STDAM(**TINY, **switch)
+    names = {n for n, _ in ablated.named_parameters()}
+    assert not any(n.startswith(gone) for n in names)
+    assert sum(p.numel() for p in ablated.parameters()) < sum(p.numel() for p in full.parameters())
+    assert ablated.config | switch == ablated.config  # saved with the model: it rebuilds as trained
+    g = torch.Generator().manual_seed(2)
+    frames, motion = torch.rand(3, 2, 3, 32, 32, generator=g), torch.randn(3, 6, 1, 32, 32, generator=g) * 0.1
+    in_run_reversed = motion.view(3, 2, 3, 1, 32, 32).flip(2).reshape(motion.shape)  # runs of 3 steps
+    ablated.eval()
+    with torch.no_grad():
+        out = ablated(frames, motion)
+        moved = ablated(frames, motion * 5 + 0.3)
+        shuffled = ablated(frames, in_run_reversed)
+    assert out.shape == (3,) and torch.isfinite(out).all()
+    if "motion_branch" in switch:  # no motion branch: the motion input is not read at all
+        torch.testing.assert_close(out, moved)
+    else:
+        assert not torch.allclose(out, moved)
+    if "temporal" in switch:  # mean over steps: their order does not matter
+        torch.testing.assert_close(out, shuffled, rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_reach_every_branch():
@@ -160,7 +206,7 @@ def test_save_load_round_trip_identical_predictions(tmp_path):
 
     torch.manual_seed(0)
     model = STDAM(**TINY).eval()
-    frames_cfg = {"n_frames": 4, "height": 32, "width": 32, "motion": "diff"}
+    frames_cfg = {"n_clips": 4, "clip_len": 1, "height": 32, "width": 32, "motion": "diff"}
     paths = [_write_video(tmp_path / f"v{i}.mp4", seed=i, h=24 + 8 * i, w=40) for i in range(3)]
     save_model(tmp_path / "m" / "model.pt", model, frames_cfg, {"mean": 3.0, "std": 0.5})
     loaded, cfg = load_model(tmp_path / "m" / "model.pt")
@@ -200,7 +246,7 @@ def test_predict_paths_on_real_videos(tmp_path):
     from models.vqa.inference import load_model, predict_paths, save_model
 
     torch.manual_seed(0)
-    frames_cfg = {"n_frames": 4, "height": 48, "width": 64, "motion": "diff"}
+    frames_cfg = {"n_clips": 4, "clip_len": 1, "height": 48, "width": 64, "motion": "diff"}
     save_model(tmp_path / "model.pt", STDAM(**TINY), frames_cfg, {"mean": 3.0, "std": 0.7})
     model, cfg = load_model(tmp_path / "model.pt")
     scores = predict_paths(model, cfg, videos, batch_size=2)
@@ -261,7 +307,7 @@ def test_predict_paths_batch_size_below_one(tmp_path):
 
     torch.manual_seed(0)
     model = STDAM(**TINY).eval()
-    cfg = {"n_frames": 2, "height": 16, "width": 16, "motion": "diff"}
+    cfg = {"n_clips": 2, "clip_len": 1, "height": 16, "width": 16, "motion": "diff"}
     paths = [_write_video(tmp_path / f"v{i}.mp4", n=3, h=16, w=16, seed=i) for i in range(3)]
     one = predict_paths(model, cfg, paths, batch_size=1)
     np.testing.assert_allclose(predict_paths(model, cfg, paths, batch_size=0), one, rtol=1e-5, atol=1e-6)

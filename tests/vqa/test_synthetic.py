@@ -21,8 +21,8 @@ def test_generation_is_deterministic(tmp_path):
     assert len(a) == 6 and a["content_id"].nunique() == 2
     assert a["true_quality"].between(1, 5).all()
     for vid in a["video_id"]:
-        fa, _ = read_clip(tmp_path / "a" / f"{vid}.mp4", n_frames=6, height=32, width=48)
-        fb, _ = read_clip(tmp_path / "b" / f"{vid}.mp4", n_frames=6, height=32, width=48)
+        fa, _ = read_clip(tmp_path / "a" / f"{vid}.mp4", n_clips=6, clip_len=1, height=32, width=48)
+        fb, _ = read_clip(tmp_path / "b" / f"{vid}.mp4", n_clips=6, clip_len=1, height=32, width=48)
         assert np.array_equal(fa, fb)
 
 
@@ -45,9 +45,18 @@ def test_visibility_depends_on_content():
     flat = {"texture": 0.1, "motion": 0.5, "brightness": 0.5}
     textured = flat | {"texture": 0.9}
     assert synthetic.true_quality(sev, textured, 4.7) < synthetic.true_quality(sev, flat, 4.7)
-    sev = dict.fromkeys(synthetic.DISTORTIONS, 0.0) | {"stutter": 0.7}
     still, moving = flat | {"motion": 0.0}, flat | {"motion": 1.0}
-    assert synthetic.true_quality(sev, moving, 4.7) < synthetic.true_quality(sev, still, 4.7)
+    for kind in ("fps", "drops", "freeze", "judder"):  # delivery faults are seen on moving scenes
+        sev = dict.fromkeys(synthetic.DISTORTIONS, 0.0) | {kind: 0.7}
+        assert synthetic.true_quality(sev, moving, 4.7) < synthetic.true_quality(sev, still, 4.7)
+
+
+def test_duplicate_heavy_video_loses_quality():
+    """A low frame rate shown as duplicates costs quality, more the lower the rate (the issue's case)."""
+    moving = {"texture": 0.5, "motion": 0.8, "brightness": 0.5}
+    none = dict.fromkeys(synthetic.DISTORTIONS, 0.0)
+    q = [synthetic.true_quality(none | {"fps": s}, moving, 4.7) for s in (0.0, 1 / 7, 3 / 7, 1.0)]
+    assert q == sorted(q, reverse=True) and q[0] - q[-1] > 1.5
 
 
 def test_distortions_change_the_pixels():
@@ -57,9 +66,11 @@ def test_distortions_change_the_pixels():
     sharp = synthetic.distort(clean, none, rng).astype(np.float32)
     blurred = synthetic.distort(clean, none | {"blur": 1.0}, rng).astype(np.float32)
     assert np.abs(np.diff(blurred, axis=2)).mean() < np.abs(np.diff(sharp, axis=2)).mean()
-    stutter = synthetic.distort(clean, none | {"stutter": 1.0}, rng)
-    repeats = sum(np.array_equal(stutter[t], stutter[t - 1]) for t in range(1, 6))
-    assert repeats >= 1 and not any(np.array_equal(sharp[t], sharp[t - 1]) for t in range(1, 6))
+    assert not any(np.array_equal(sharp[t], sharp[t - 1]) for t in range(1, 6))
+    for kind in ("fps", "drops", "freeze", "judder"):
+        out = synthetic.distort(clean, none | {kind: 1.0}, rng)
+        repeats = sum(np.array_equal(out[t], out[t - 1]) for t in range(1, 6))
+        assert out.shape == sharp.shape and repeats >= 1, kind
 
 
 def _truth(n=400, seed=0):

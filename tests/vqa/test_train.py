@@ -56,7 +56,7 @@ def make_params(root: Path, **overrides) -> Path:
     params["mlflow"]["artifact_location"] = "mlartifacts"
     v = params["vqa"]
     v["data"].update(raw_dir="raw", clean_dir="clean")
-    v["frames"].update(n_frames=4, height=32, width=32, motion="diff", cache_dir="cache")
+    v["frames"].update(n_clips=4, clip_len=1, height=32, width=32, motion="diff", cache_dir="cache")
     v["model"].update(backbone_channels=[4, 8], gcn_layers=1, gcn_dim=8, attention_heads=2,
                       motion_channels=4, lstm_hidden=8, dropout=0.0, pretrained=None)
     v["train"].update(max_epochs=2, batch_size=BATCH, num_workers=0, accelerator="cpu", devices=1,
@@ -111,7 +111,7 @@ def test_train_end_to_end(tiny):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
 
     model, cfg = load_model(out / "model.pt")
-    assert cfg == {"n_frames": 4, "height": 32, "width": 32, "motion": "diff"}
+    assert cfg == {"n_clips": 4, "clip_len": 1, "height": 32, "width": 32, "motion": "diff"}
     scores = predict_paths(model, cfg, sorted((tiny / "raw" / "videos").glob("*.mp4")))
     assert np.isfinite(scores).all()
     # Predictions come back on the quality scale (targets span 2..5), not the normalised one.
@@ -173,7 +173,7 @@ def test_prepare_data_caches_train_and_val_once(tmp_path):
         _write_video(videos[-1], noise=0.1 * i, seed=i, n=3, h=16, w=16)
     dm = VQADataModule(train_items=[(str(videos[0]), 1.0), (str(videos[1]), 2.0)],
                        val_items=[(str(videos[2]), 3.0)],
-                       n_frames=2, height=16, width=16, cache_dir=tmp_path / "cache", batch_size=2)
+                       n_clips=2, clip_len=1, height=16, width=16, cache_dir=tmp_path / "cache", batch_size=2)
     dm.prepare_data()
     cache = dm.cache()
     assert all(cache.cached(v) for v in videos)
@@ -213,7 +213,7 @@ def test_validation_metrics_are_those_of_the_whole_split(tmp_path):
     for i in range(5):
         _write_video(tmp_path / f"v{i}.mp4", noise=0.07 * i, seed=i, n=3, h=16, w=16)
         items.append((str(tmp_path / f"v{i}.mp4"), 5.0 - i))
-    dm = VQADataModule(train_items=items[:2], val_items=items, n_frames=2, height=16, width=16,
+    dm = VQADataModule(train_items=items[:2], val_items=items, n_clips=2, clip_len=1, height=16, width=16,
                        cache_dir=tmp_path / "cache", batch_size=2)
     torch.manual_seed(0)
     module = VQALitModule(model_kwargs=dict(backbone_channels=[4], gcn_layers=1, gcn_dim=8, attention_heads=2,

@@ -36,19 +36,19 @@ def moving_frames(n: int, h: int = 32, w: int = 48) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", REAL)
-@pytest.mark.parametrize("n_frames,height,width", [(5, 24, 32), (3, 17, 23)])
-def test_read_clip_shapes_real(name, n_frames, height, width):
-    frames, motion = read_clip(real(name), n_frames=n_frames, height=height, width=width)
-    assert frames.shape == (n_frames, height, width, 3) and frames.dtype == np.uint8
-    assert motion.shape == (n_frames, height, width, 1) and motion.dtype == np.float32
+@pytest.mark.parametrize("n_clips,clip_len,height,width", [(5, 1, 24, 32), (3, 4, 17, 23)])
+def test_read_clip_shapes_real(name, n_clips, clip_len, height, width):
+    frames, motion = read_clip(real(name), n_clips=n_clips, clip_len=clip_len, height=height, width=width)
+    assert frames.shape == (n_clips, height, width, 3) and frames.dtype == np.uint8
+    assert motion.shape == (n_clips * clip_len, height, width, 1) and motion.dtype == np.float32
     assert -1 <= motion.min() and motion.max() <= 1
     assert np.abs(motion).max() > 0  # real footage moves
-    assert len({f.tobytes() for f in frames}) == n_frames  # uniform sampling picks distinct frames
+    assert len({f.tobytes() for f in frames}) == n_clips  # runs spread over the video: distinct frames
 
 
 def test_flow_motion_real():
-    _, motion = read_clip(real("vsfa_test.mp4"), n_frames=2, height=24, width=32, motion="flow")
-    assert motion.shape == (2, 24, 32, 2) and np.isfinite(motion).all()
+    _, motion = read_clip(real("vsfa_test.mp4"), n_clips=2, clip_len=2, height=24, width=32, motion="flow")
+    assert motion.shape == (4, 24, 32, 2) and np.isfinite(motion).all()
 
 
 def test_probe_real():
@@ -57,20 +57,39 @@ def test_probe_real():
     assert info["width"] > info["height"] > 0 and info["fps"] > 0
 
 
-def test_sampling_is_uniform_over_whole_video():
-    pos = video.sample_positions(100, 4)
-    assert pos.tolist() == sorted(pos.tolist()) and pos[0] < 25 and pos[-1] >= 75
-    short = video.sample_positions(3, 7)  # every frame used, evenly repeated, in order
-    counts = np.bincount(short, minlength=3)
-    assert (np.diff(short) >= 0).all() and counts.min() >= 2 and counts.max() - counts.min() <= 1
+def test_runs_are_consecutive_and_spread_over_the_whole_video():
+    idx = video.clip_indices(120, 4, 8)  # 4 runs of 9 consecutive frames (8 motion steps)
+    assert idx.shape == (4, 9) and (np.diff(idx, axis=1) == 1).all()
+    centres = idx[:, 4]
+    assert centres.tolist() == [15, 45, 75, 105]  # the centres of 4 equal segments
+    assert video.keyframes(idx).tolist() == [15, 45, 75, 105]
+    edge = video.clip_indices(10, 2, 8)  # runs kept inside the video
+    assert edge.min() == 0 and edge.max() == 9 and (np.diff(edge, axis=1) == 1).all()
+    short = video.clip_indices(3, 2, 4)  # shorter than a run: the last frame repeats
+    assert short.tolist() == [[0, 1, 2, 2, 2]] * 2
+    old = video.clip_indices(100, 4, 1)  # clip_len 1: the older sampling, a frame and its successor
+    assert old[:, 0].tolist() == [12, 37, 62, 87] and (old[:, 1] == old[:, 0] + 1).all()
 
 
 def test_short_video_repeats_frames(tmp_path):
     p = tmp_path / "short.mp4"
     write_mp4(p, moving_frames(3), fps=10)
-    frames, motion = read_clip(p, n_frames=8, height=16, width=24)
-    assert frames.shape == (8, 16, 24, 3) and motion.shape == (8, 16, 24, 1)
+    frames, motion = read_clip(p, n_clips=8, clip_len=2, height=16, width=24)
+    assert frames.shape == (8, 16, 24, 3) and motion.shape == (16, 16, 24, 1)
     assert len({f.tobytes() for f in frames}) <= 3
+
+
+def test_sample_clip_in_memory_equals_the_file(tmp_path):
+    """The evaluate stage's probes distort decoded frames in memory: sampled as from the file."""
+    p = tmp_path / "v.mp4"
+    write_mp4(p, moving_frames(20), fps=10)
+    want = read_clip(p, n_clips=3, clip_len=4, height=16, width=24)
+    decoded = video.read_frames(p, height=32, width=48)
+    assert decoded.shape == (20, 32, 48, 3)
+    got = video.sample_clip(decoded, n_clips=3, clip_len=4, height=32, width=48)
+    small = video.sample_clip(video.read_frames(p, height=16, width=24), n_clips=3, clip_len=4, height=16, width=24)
+    assert got[0].shape == (3, 32, 48, 3) and got[1].shape == (12, 32, 48, 1)
+    assert np.array_equal(small[0], want[0]) and np.array_equal(small[1], want[1])
 
 
 def test_diff_motion_is_zero_on_repeated_frames(tmp_path):
@@ -78,8 +97,8 @@ def test_diff_motion_is_zero_on_repeated_frames(tmp_path):
     stutter = src[[0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]]  # every frame shown twice
     p = tmp_path / "stutter.mp4"
     write_mp4(p, stutter, fps=10)
-    # all 12 positions: even ones are followed by their repeat, odd ones by the next frame
-    _, motion = read_clip(p, n_frames=12, height=32, width=48)
+    # one run over all 12 frames: even steps go to the frame's repeat, odd ones to the next frame
+    _, motion = read_clip(p, n_clips=1, clip_len=11, height=32, width=48)
     energy = np.abs(motion).mean(axis=(1, 2, 3))
     assert energy[0:10:2].max() < 0.2 * energy[1:10:2].min()
     assert energy[1:10:2].min() > 0.005
@@ -88,11 +107,11 @@ def test_diff_motion_is_zero_on_repeated_frames(tmp_path):
 def test_lying_frame_count_metadata(tmp_path, monkeypatch):
     p = tmp_path / "v.mp4"
     write_mp4(p, moving_frames(9), fps=10)
-    want = read_clip(p, n_frames=4, height=16, width=24)
+    want = read_clip(p, n_clips=4, clip_len=1, height=16, width=24)
     real_meta = video._meta
     for claim in (0, 40, 3):  # absent, too many, too few
         monkeypatch.setattr(video, "_meta", lambda cap, c=claim: real_meta(cap) | {"frames_meta": c})
-        got = read_clip(p, n_frames=4, height=16, width=24)
+        got = read_clip(p, n_clips=4, clip_len=1, height=16, width=24)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
@@ -115,7 +134,7 @@ def _corrupt_files(tmp_path: Path) -> list[Path]:
 
 def test_corrupt_files_raise_naming_the_file(tmp_path):
     for f in _corrupt_files(tmp_path):
-        for call in (lambda f=f: read_clip(f, n_frames=4, height=8, width=8), lambda f=f: probe_video(f)):
+        for call in (lambda f=f: read_clip(f, n_clips=4, clip_len=1, height=8, width=8), lambda f=f: probe_video(f)):
             with pytest.raises(VideoReadError) as e:
                 call()
             assert str(f) in str(e.value) and e.value.problem
@@ -125,15 +144,15 @@ def test_bad_arguments(tmp_path):
     p = tmp_path / "v.mp4"
     write_mp4(p, moving_frames(2), fps=10)
     with pytest.raises(ValueError, match="motion"):
-        read_clip(p, n_frames=2, height=8, width=8, motion="optical")
+        read_clip(p, n_clips=2, clip_len=1, height=8, width=8, motion="optical")
     with pytest.raises(ValueError):
-        read_clip(p, n_frames=0, height=8, width=8)
+        read_clip(p, n_clips=0, clip_len=1, height=8, width=8)
 
 
 def test_frame_cache_hit_does_not_decode(tmp_path, monkeypatch):
     p = tmp_path / "v.mp4"
     write_mp4(p, moving_frames(8), fps=10)
-    cache = FrameCache(tmp_path / "cache", n_frames=4, height=16, width=24, motion="diff")
+    cache = FrameCache(tmp_path / "cache", n_clips=4, clip_len=1, height=16, width=24, motion="diff")
     frames, motion = cache.get(p)
 
     def no_decoding(*a, **k):
@@ -143,7 +162,7 @@ def test_frame_cache_hit_does_not_decode(tmp_path, monkeypatch):
     assert np.array_equal(frames, frames2) and np.array_equal(motion, motion2)
     assert frames2.dtype == np.uint8 and motion2.dtype == np.float32
     # another sampling setting, or an edited file, is a miss (and here must decode, so it fails)
-    other = FrameCache(tmp_path / "cache", n_frames=4, height=16, width=24, motion="flow")
+    other = FrameCache(tmp_path / "cache", n_clips=4, clip_len=1, height=16, width=24, motion="flow")
     with pytest.raises(AssertionError, match="decoded"):
         other.get(p)
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
@@ -157,7 +176,7 @@ def test_frame_cache_fill_reports_failures(tmp_path):
     write_mp4(good, moving_frames(5), fps=10)
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
-    cache = FrameCache(tmp_path / "c", n_frames=2, height=8, width=8, motion="diff")
+    cache = FrameCache(tmp_path / "c", n_clips=2, clip_len=1, height=8, width=8, motion="diff")
     seen = []
     out = cache.fill([good, bad], skip_errors=True, on_progress=lambda i, n: seen.append((i, n)))
     assert out["decoded"] == 1 and [f[0] for f in out["failed"]] == [str(bad)]
@@ -170,7 +189,7 @@ def test_frame_cache_fill_reports_failures(tmp_path):
 def test_frame_cache_fill_counts_cached_without_loading(tmp_path, monkeypatch):
     p = tmp_path / "v.mp4"
     write_mp4(p, moving_frames(5), fps=10)
-    cache = FrameCache(tmp_path / "c", n_frames=2, height=8, width=8, motion="diff")
+    cache = FrameCache(tmp_path / "c", n_clips=2, clip_len=1, height=8, width=8, motion="diff")
     assert not cache.cached(p)
     assert cache.fill([p])["decoded"] == 1 and cache.cached(p)
 
@@ -185,7 +204,7 @@ def test_frame_cache_fill_counts_cached_without_loading(tmp_path, monkeypatch):
 def test_frame_cache_miss_keys_once(tmp_path, monkeypatch):
     p = tmp_path / "v.mp4"
     write_mp4(p, moving_frames(5), fps=10)
-    cache = FrameCache(tmp_path / "c", n_frames=2, height=8, width=8, motion="diff")
+    cache = FrameCache(tmp_path / "c", n_clips=2, clip_len=1, height=8, width=8, motion="diff")
     calls = []
     real_key = FrameCache.key
     monkeypatch.setattr(FrameCache, "key", lambda self, path: calls.append(path) or real_key(self, path))
