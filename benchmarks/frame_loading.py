@@ -27,14 +27,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.vqa.video import FrameCache, probe_video, read_clip, sample_positions  # noqa: E402
+from models.vqa.video import FrameCache, clip_indices, probe_video, read_clip  # noqa: E402
 from tasks.vqa import synthetic  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "vqa"
-SAMPLING = dict(n_frames=8, height=64, width=64)  # params.yaml vqa.frames defaults
+SAMPLING = dict(n_clips=4, clip_len=8, height=64, width=64)  # params.yaml vqa.frames runs, smaller frames
 
 
-def naive(path: Path, *, n_frames: int, height: int, width: int) -> np.ndarray:
+def naive(path: Path, *, n_clips: int, clip_len: int, height: int, width: int) -> np.ndarray:
+    """Read every frame with cap.read(), then resize the frames the runs need."""
     cap = cv2.VideoCapture(str(path))
     frames = []
     while True:
@@ -43,9 +44,9 @@ def naive(path: Path, *, n_frames: int, height: int, width: int) -> np.ndarray:
             break
         frames.append(f)
     cap.release()
-    pos = sample_positions(len(frames), n_frames)
+    idx = clip_indices(len(frames), n_clips, clip_len)
     return np.stack([cv2.cvtColor(cv2.resize(frames[p], (width, height), interpolation=cv2.INTER_AREA),
-                                  cv2.COLOR_BGR2RGB) for p in pos])
+                                  cv2.COLOR_BGR2RGB) for p in sorted(set(idx.ravel().tolist()))])
 
 
 def grab_all(path: Path) -> int:
@@ -110,7 +111,7 @@ def to_markdown(rows: list[dict], repeat: int) -> str:
     lines = [
         "# Frame loading benchmark",
         "",
-        f"`benchmarks/frame_loading.py`: sampling n_frames={SAMPLING['n_frames']}, "
+        f"`benchmarks/frame_loading.py`: sampling {SAMPLING['n_clips']} runs x {SAMPLING['clip_len']} steps, "
         f"{SAMPLING['height']}x{SAMPLING['width']}; best of {repeat} interleaved runs; "
         f"OpenCV {cv2.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs visible (shared machine: absolute numbers are indicative, ratios less so), "

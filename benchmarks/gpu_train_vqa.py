@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=20 if gpu else 3, help="steps left out of the timing")
     ap.add_argument("--clips", type=int, default=256 if gpu else 24, help="distinct synthetic videos")
     ap.add_argument("--batch-size", type=int, default=16 if gpu else 4)
-    ap.add_argument("--n-frames", type=int, default=8 if gpu else 4)
+    ap.add_argument("--n-clips", type=int, default=4 if gpu else 2, help="runs of consecutive frames")
+    ap.add_argument("--clip-len", type=int, default=8 if gpu else 2, help="motion steps per run")
     ap.add_argument("--size", type=int, default=64 if gpu else 32, help="frame height = width")
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64] if gpu else [8, 16])
     ap.add_argument("--motion", choices=sorted(MOTIONS), default="diff")
@@ -99,15 +100,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     L.seed_everything(0, verbose=False)
     cache_dir = Path(args.cache_dir)
-    items = make_videos(cache_dir / "videos", n=args.clips, frames=2 * args.n_frames,
+    items = make_videos(cache_dir / "videos", n=args.clips, frames=2 * args.n_clips * (args.clip_len + 1),
                         height=args.size, width=args.size)
     t0 = time.perf_counter()
-    FrameCache(cache_dir / "frames", n_frames=args.n_frames, height=args.size, width=args.size,
+    FrameCache(cache_dir / "frames", n_clips=args.n_clips, clip_len=args.clip_len, height=args.size, width=args.size,
                motion=args.motion).fill(p for p, _ in items)
     cache_s = time.perf_counter() - t0
 
-    dm = VQADataModule(train_items=items, val_items=items[:2], n_frames=args.n_frames, height=args.size,
-                       width=args.size, motion=args.motion, cache_dir=cache_dir / "frames",
+    dm = VQADataModule(train_items=items, val_items=items[:2], n_clips=args.n_clips, clip_len=args.clip_len,
+                       height=args.size, width=args.size, motion=args.motion, cache_dir=cache_dir / "frames",
                        batch_size=args.batch_size, num_workers=args.workers, seed=0)
     model_kwargs = dict(backbone_channels=args.channels, gcn_layers=2, gcn_dim=64, attention_heads=4,
                         motion_in_channels=MOTIONS[args.motion], motion_channels=16, lstm_hidden=64, dropout=0.1)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "device": torch.cuda.get_device_name(0) if gpu else "cpu",
         "precision": args.precision, "steps_timed": timer.steps, "batch_size": args.batch_size,
-        "clip": [args.n_frames, args.size, args.size], "backbone_channels": args.channels,
+        "clip": [args.n_clips, args.clip_len, args.size, args.size], "backbone_channels": args.channels,
         "workers": args.workers,
         "params": sum(p.numel() for p in lit.model.parameters()),
         "clips_per_s": timer.clips / total if total else None,
