@@ -227,12 +227,7 @@ def read_clip(path: str | os.PathLike, *, n_clips: int, clip_len: int, height: i
                 n_dec = sum(1 for _ in iter(cap.grab, False))
             finally:
                 cap.release()
-        if n_dec == 0:
-            raise VideoReadError(path, "no decodable frame")
-        _check_count(path, n_dec)
-        if n_plan > 0 and n_dec < MIN_DECODED_SHARE * n_plan:
-            LOGGER.warning(f"{path}: only {n_dec} of the {n_plan} frames the container announces decode "
-                           f"(cut or damaged?); scored on those")
+        _check_decoded(path, n_dec, n_plan)
         idx = clip_indices(n_dec, n_clips, clip_len)
         cap = _open(path)
         try:
@@ -246,6 +241,17 @@ def read_clip(path: str | os.PathLike, *, n_clips: int, clip_len: int, height: i
     return _assemble(got, idx, motion, width)
 
 
+def _check_decoded(path, n_dec: int, n_announced: int) -> None:
+    """Refuse a video with no or a single decodable frame; warn when under MIN_DECODED_SHARE of the
+    frames its container announces decode (it is then sampled over those)."""
+    if n_dec == 0:
+        raise VideoReadError(path, "no decodable frame")
+    _check_count(path, n_dec)
+    if n_announced > 0 and n_dec < MIN_DECODED_SHARE * n_announced:
+        LOGGER.warning(f"{path}: only {n_dec} of the {n_announced} frames the container announces decode "
+                       f"(cut or damaged?); scored on those")
+
+
 def read_frames(path: str | os.PathLike, *, height: int, width: int) -> np.ndarray:
     """Every decoded frame, resized (INTER_AREA) to height x width: uint8 [N, H, W, 3] RGB. For
     distorting a whole video in memory before :func:`sample_clip` (the evaluate stage's probes)."""
@@ -255,11 +261,7 @@ def read_frames(path: str | os.PathLike, *, height: int, width: int) -> np.ndarr
         got, n_dec = _decode(path, cap, _AllFrames(), height, width)
     finally:
         cap.release()
-    if n_dec == 0:
-        raise VideoReadError(path, "no decodable frame")
-    _check_count(path, n_dec)
-    if n > 0 and n_dec < MIN_DECODED_SHARE * n:
-        LOGGER.warning(f"{path}: only {n_dec} of the {n} frames the container announces decode")
+    _check_decoded(path, n_dec, n)
     return np.stack([got[i] for i in range(n_dec)])
 
 

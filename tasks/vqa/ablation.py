@@ -43,7 +43,8 @@ def run(params: dict, **kwargs) -> dict:
     out_dir = resolve(params, cfg["out_dir"])
     if not cfg["enabled"]:
         info = {"enabled": False, "variants": {},
-                "note": "not run: set vqa.ablation.enabled: true (3 more trainings), then dvc repro vqa-ablation"}
+                "note": "not run: set vqa.ablation.enabled: true in params.yaml (3 more trainings, about 3x "
+                        "the train stage), then make run STUDY=vqa"}
         write_json(out_dir / "ablation.json", info)
         log("ablation: off (vqa.ablation.enabled: false); nothing trained")
         return {"ablation": str(out_dir / "ablation.json"), "enabled": False}

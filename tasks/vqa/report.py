@@ -165,14 +165,15 @@ def _metrics_rows(metrics: dict, models: list[str]) -> list[dict]:
 
 def _sensitivity_rows(metrics: dict, ablation: dict) -> dict:
     """Per-kind sensitivity: STDAM's (from evaluate) and each ablation's when it has run."""
-    from tasks.vqa.distortions import CAPTURE, DELIVERY, SPATIAL
+    from tasks.vqa.distortions import CAPTURE, DELIVERY, KINDS, SPATIAL
 
     group = {**dict.fromkeys(SPATIAL, "spatial"), **dict.fromkeys(CAPTURE, "temporal (capture)"),
              **dict.fromkeys(DELIVERY, "temporal (delivery)")}
     sens = metrics.get("sensitivity") or {}
     variants = list(ablation.get("variants") or {})
     rows = []
-    for kind, v in sens.items():
+    order = [k for k in KINDS if k in sens] + sorted(set(sens) - set(KINDS))  # spatial, then temporal
+    for kind, v in ((k, sens[k]) for k in order):
         cells = [v] + [ablation["variants"][n].get("sensitivity", {}).get(kind, {}) for n in variants]
         rows.append({"kind": kind, "group": group.get(kind, ""),
                      "cells": [{"value": c.get("value"), "lo": c.get("ci_low"), "hi": c.get("ci_high")}
