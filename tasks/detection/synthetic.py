@@ -23,7 +23,7 @@ Every object has a random rotation and aspect (w / h before rotation, log-unifor
 ``ASPECT_MAX``] = [0.63, 1.6]). Sizes (the long side of the unrotated shape) span ``min_object`` px
 to 90 % of the image side, log-uniform within three bands (``SIZE_BANDS`` / ``SIZE_EDGES``): 12 %
 small (up to 10 % of the side), 48 % medium (up to 30 %), 40 % large. At image_size 160 (seed 11)
-the truth boxes' long sides have quartiles 20 / 31 / 54 px (10th percentile 13, 90th 91), i.e. by
+the test split's truth boxes' long sides have quartiles 20 / 31 / 54 px (10th percentile 13, 90th 91), i.e. by
 COCO's absolute area ranges ~57 % small, ~39 % medium, ~4 % large: detector anchors should reach
 down to ~12 px. Backgrounds are procedural clutter (smooth colour fields, mid-frequency noise,
 random lines, translucent blobs) and an image holds 0 - 3 distractors that belong to no category
