@@ -64,6 +64,7 @@ class Model(Section):
     channels: list[int] = Field(min_length=3)
     fpn_channels: int = Field(gt=0)
     anchor_sizes: list[int] = Field(min_length=1)
+    fpn_min_level: int = Field(3, ge=2)  # the finest FPN level (stride 2**level); one anchor size per level
     roi_size: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     iou_heads: list[Literal["direct", "decoupled", "dir"]]

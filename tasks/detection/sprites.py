@@ -8,6 +8,7 @@ import math
 
 SUPERSAMPLE = 4
 TWO_TONE = ("triangle", "star", "ring", "cross")  # plain shapes drawn with an inset of a second colour
+HUE_JITTER = 15.0  # degrees around a category's hue (item["hue"])
 
 
 def _circle(n: int = 48, r: float = 1.0):
@@ -56,11 +57,22 @@ def _unit_shape(kind: str, rng):
     raise ValueError(kind)
 
 
-def _colours(rng):
-    """A random colour and a strongly contrasting second one (darker or lighter)."""
+def _colours(rng, hue: float | None = None):
+    """A colour and a strongly contrasting second one (darker or lighter), BGR float32.
+
+    ``hue`` (degrees): the first colour's hue, jittered by up to ``HUE_JITTER``, with random
+    saturation and brightness; None: any colour at all.
+    """
+    import colorsys
+
     import numpy as np
 
-    c1 = rng.uniform(25, 230, 3)
+    if hue is None:
+        c1 = rng.uniform(25, 230, 3)
+    else:
+        h = ((hue + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 360) / 360
+        r, g, b = colorsys.hsv_to_rgb(h, rng.uniform(0.5, 1.0), rng.uniform(0.45, 0.95))
+        c1 = np.array([b, g, r]) * 255
     lum = float(c1.mean())
     c2 = c1 * 0.35 if lum > 115 else c1 * 0.35 + 150
     c2 = np.clip(c2 + rng.normal(0, 15, 3), 0, 255)
@@ -112,7 +124,7 @@ def render_patch(kind: str, item: dict, rng):
     yy = (y0 + np.arange(h, dtype=np.float32) + 0.5 - cy)[:, None]
     u = (c * xx + s * yy) / rx
     v = (-s * xx + c * yy) / ry
-    c1, c2 = _colours(rng)
+    c1, c2 = _colours(rng, item.get("hue"))
     if kind == "striped_disc":
         period = float(np.clip(2 * max(rx, ry) / 3.5, 2.5, 14))
         phi = rng.uniform(0, np.pi)

@@ -1,27 +1,33 @@
 """Synthetic COCO detection data with known truth: textured shapes on cluttered backgrounds.
 
-Six categories with non-contiguous COCO ids, each a shape *and* a texture in a random colour, so
-only their look tells them apart (colour says nothing):
+Six categories with non-contiguous COCO ids, each a shape *and* a texture, in its own colour family
+(a hue, jittered by ``sprites.HUE_JITTER`` = 15 degrees, with random saturation and brightness):
 
-====  ===============  =====================================================
- id    name             look
-====  ===============  =====================================================
-  1    striped_disc     disc (or ellipse) filled with two-colour stripes
-  2    triangle         solid shaded triangle
-  3    star             solid shaded five-pointed star
-  5    ring             annulus: the background shows through its hole
-  7    cross            solid shaded plus / X sign
-  9    checker_square   square with a 4 x 4 two-colour checker pattern
-====  ===============  =====================================================
+====  ===============  ====  =====================================================
+ id    name             hue   look
+====  ===============  ====  =====================================================
+  1    striped_disc       0   disc (or ellipse) filled with two-colour stripes
+  2    triangle          60   solid shaded triangle with an inset of a second colour
+  3    star             120   solid shaded five-pointed star with an inset
+  5    ring             180   annulus: the background shows through its hole
+  7    cross            240   solid shaded plus / X sign with an inset
+  9    checker_square   300   square with a 4 x 4 two-colour checker pattern
+====  ===============  ====  =====================================================
 
-Every object has a random colour, rotation and aspect (0.75 - 1.33). Sizes (the long side of the
-unrotated shape) span ``min_object`` px to 85 % of the image side, log-uniform within three bands:
-30 % small (up to 12 % of the side), 45 % medium (up to 40 %), 25 % large. At image_size 160 (seed 11)
-the truth boxes' long sides have quartiles 15 / 26 / 46 px (10th percentile 11, max 141), i.e. by
-COCO's absolute area ranges ~63 % small, ~34 % medium, ~3 % large: detector anchors should reach
-down to ~16 px. Backgrounds are procedural clutter (smooth colour fields, mid-frequency
-noise, random lines, translucent blobs) and every image holds distractors that belong to no category
-(irregular blobs and polygons, bars, solid ellipses and rectangles, in the same colours). With
+Colour tells the categories apart but never an object from clutter: backgrounds and distractors take
+any colour, the categories' hues included, so a detector still has to find the shape. (Until issue
+13 every object took a random colour; a small CPU detector then spent its few minutes telling the
+categories apart instead of learning where their boxes are: see benchmarks/README.md.)
+
+Every object has a random rotation and aspect (w / h before rotation, log-uniform in [1 / ``ASPECT_MAX``,
+``ASPECT_MAX``] = [0.63, 1.6]). Sizes (the long side of the unrotated shape) span ``min_object`` px
+to 90 % of the image side, log-uniform within three bands (``SIZE_BANDS`` / ``SIZE_EDGES``): 12 %
+small (up to 10 % of the side), 48 % medium (up to 30 %), 40 % large. At image_size 160 (seed 11)
+the test split's truth boxes' long sides have quartiles 20 / 31 / 54 px (10th percentile 13, 90th 91), i.e. by
+COCO's absolute area ranges ~57 % small, ~39 % medium, ~4 % large: detector anchors should reach
+down to ~12 px. Backgrounds are procedural clutter (smooth colour fields, mid-frequency noise,
+random lines, translucent blobs) and an image holds 0 - 3 distractors that belong to no category
+(``DISTRACTORS_PER_IMAGE``: irregular blobs and polygons, bars, solid ellipses and rectangles). With
 probability 0.4 an image holds a crowd: 3 - 6 instances of one category of similar size, touching or
 overlapping each other (ranking and NMS decide those). Objects may extend past the image border.
 
@@ -88,6 +94,13 @@ CROWD_PROB = 0.4
 PLACE_MAX_IOU = 0.7      # same-category placement: retry above this (approximate boxes)
 RENDER_MAX_IOU = 0.8     # same-category rendered boxes: keep only the more visible one above this
 JPEG_QUALITY = 90
+SIZE_BANDS = (0.12, 0.48, 0.40)       # share of small / medium / large objects (by long side) ...
+SIZE_EDGES = (0.10, 0.30, 0.90)       # ... whose bands end at these fractions of the image side
+ASPECT_MAX = 1.6                      # aspect (w / h before rotation) log-uniform in [1/1.6, 1.6]
+DISTRACTORS_PER_IMAGE = (0, 3)        # non-category shapes an image holds (inclusive range)
+# a category's colour: hue in degrees (jittered, random saturation and brightness); distractors
+# and backgrounds take any colour, so colour alone never tells an object from clutter
+CATEGORY_HUE = {1: 0.0, 2: 60.0, 3: 120.0, 5: 180.0, 7: 240.0, 9: 300.0}
 
 _NAME = {c["id"]: c["name"] for c in CATEGORIES}
 _KIND_OF = _NAME  # a category's shape kind is its name
@@ -193,18 +206,20 @@ def _iou(a, b) -> float:
 
 
 def _extent(rng, size: int, lo: int) -> float:
-    """Object size: 30 % small, 45 % medium, 25 % large (log-uniform inside each band)."""
-    a = max(lo * 1.5, 0.12 * size)
-    b = max(a * 1.2, 0.4 * size)
-    c = max(b * 1.2, 0.85 * size)
+    """Object size (long side, px), log-uniform inside three bands: ``SIZE_BANDS``."""
+    a = max(lo * 1.5, SIZE_EDGES[0] * size)
+    b = max(a * 1.2, SIZE_EDGES[1] * size)
+    c = max(b * 1.2, SIZE_EDGES[2] * size)
     r = rng.random()
-    lo_, hi_ = (lo, a) if r < 0.3 else (a, b) if r < 0.75 else (b, c)
+    p_small, p_medium = SIZE_BANDS[0], SIZE_BANDS[0] + SIZE_BANDS[1]
+    lo_, hi_ = (lo, a) if r < p_small else (a, b) if r < p_medium else (b, c)
     return float(math.exp(rng.uniform(math.log(lo_), math.log(hi_))))
 
 
 def _item(rng, kind, category_id, cx, cy, e, group=0):
-    aspect = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
-    return {"kind": kind, "category_id": category_id, "cx": float(cx), "cy": float(cy),
+    aspect = math.exp(rng.uniform(-math.log(ASPECT_MAX), math.log(ASPECT_MAX)))
+    hue = CATEGORY_HUE[category_id] if category_id is not None else None  # distractors: any colour
+    return {"kind": kind, "category_id": category_id, "cx": float(cx), "cy": float(cy), "hue": hue,
             "rx": e / 2 * math.sqrt(aspect), "ry": e / 2 / math.sqrt(aspect),
             "theta": float(rng.uniform(0, 2 * math.pi)), "e": e, "group": group}
 
@@ -252,7 +267,7 @@ def _layout(rng, size: int, min_object: int, max_objects: int) -> list:
                 placed.setdefault(cat, []).append((cx - e / 2, cy - e / 2, e, e))
                 units.append([_item(rng, _KIND_OF[cat], cat, cx, cy, e)])
                 break
-    for _ in range(int(rng.integers(1, 3 + size // 40))):
+    for _ in range(int(rng.integers(DISTRACTORS_PER_IMAGE[0], DISTRACTORS_PER_IMAGE[1] + 1))):
         kind = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
         e = float(math.exp(rng.uniform(math.log(min_object), math.log(0.5 * size))))
         cx, cy = rng.uniform(0, size, 2)

@@ -75,6 +75,24 @@ def test_training_losses_finite_backward_and_iou_branch_detached():
     assert det.backbone.body.stem[0].weight.grad.abs().sum() > 0
 
 
+def test_detector_from_stride_4_trains_and_rebuilds():
+    from models.detection.backbone import BackboneFPN
+
+    fpn = BackboneFPN(channels=(8, 16, 32, 48), fpn_channels=16, fpn_levels=(2, 3, 4, 5))
+    assert fpn.strides == (4, 8, 16, 32)
+    assert [tuple(f.shape[-2:]) for f in fpn(torch.rand(1, 3, 64, 64))] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    torch.manual_seed(0)
+    det = Detector(**{**TINY, "fpn_levels": (2, 3, 4, 5), "anchor_sizes": (12, 24, 48, 96)}).train()
+    images, targets = synthetic(n=2)
+    losses = det(images, targets)
+    assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # the stride-4 level takes part: its lateral conv gets a gradient
+    assert det.backbone.fpn.lateral["2"].weight.grad.abs().sum() > 0
+    again = Detector(**det.config)
+    again.load_state_dict(det.state_dict())  # the config rebuilds the same architecture
+
+
 def test_batch_without_any_gt():
     det = Detector(**TINY).train()
     losses = det(torch.rand(2, 3, 64, 64), [no_gt(), no_gt()])

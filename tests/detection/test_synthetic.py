@@ -122,6 +122,46 @@ def test_occlusion_rule_and_same_category_separation(data):
     assert any(a["visible"] < 0.9 for t in _truth(out).values() for a in t["annotations"])  # occlusion
 
 
+def _hue(bgr) -> float:
+    import colorsys
+
+    b, g, r = (float(v) / 255 for v in bgr)
+    return colorsys.rgb_to_hsv(r, g, b)[0] * 360
+
+
+def test_each_category_has_its_own_colour_family_distractors_any_colour():
+    from tasks.detection import sprites
+
+    rng = np.random.default_rng(0)
+    hues = sorted(synthetic.CATEGORY_HUE.values())
+    assert set(synthetic.CATEGORY_HUE) == {c["id"] for c in synthetic.CATEGORIES}
+    gap = min(b - a for a, b in zip(hues, hues[1:] + [hues[0] + 360]))
+    assert gap > 2 * sprites.HUE_JITTER  # the families never overlap
+    for cat, hue in synthetic.CATEGORY_HUE.items():
+        item = synthetic._item(rng, synthetic._KIND_OF[cat], cat, 10, 10, 12)
+        assert item["hue"] == hue
+        for _ in range(50):
+            c1, _c2 = sprites._colours(rng, item["hue"])
+            d = abs((_hue(c1) - hue + 180) % 360 - 180)
+            assert d <= sprites.HUE_JITTER + 1e-6, (cat, _hue(c1))
+    distractor = synthetic._item(rng, "blob", None, 10, 10, 12)
+    assert distractor["hue"] is None
+    spread = [_hue(sprites._colours(rng, None)[0]) for _ in range(300)]
+    # any colour: some far from every category's family
+    assert any(min(abs((h - c + 180) % 360 - 180) for c in hues) > sprites.HUE_JITTER for h in spread)
+
+
+def test_aspects_span_the_configured_range():
+    rng = np.random.default_rng(1)
+    aspects = []
+    for _ in range(400):
+        it = synthetic._item(rng, "star", 3, 0, 0, 20)
+        aspects.append(it["rx"] / it["ry"])
+    a = np.array(aspects)
+    assert a.min() >= 1 / synthetic.ASPECT_MAX - 1e-9 and a.max() <= synthetic.ASPECT_MAX + 1e-9
+    assert a.min() < 0.7 and a.max() > 1.45  # wide shapes both ways, not only near-square ones
+
+
 def test_every_fault_kind_injected_and_listed(data):
     out, summary = data
     kinds = {}
