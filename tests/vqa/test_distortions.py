@@ -48,6 +48,14 @@ def test_drops_and_freezes_grow_with_severity_and_keep_time():
     assert 0.3 <= (np.diff(frozen) == 0).mean() <= 0.45  # 40 % of the video frozen at severity 1
 
 
+def test_the_params_schema_knows_exactly_these_kinds():
+    from typing import get_args
+
+    from tasks.vqa.schema import DistortionKind
+
+    assert get_args(DistortionKind) == d.KINDS
+
+
 def test_spatial_kinds_leave_timing_alone_and_unknown_kinds_are_refused():
     rng = np.random.default_rng(0)
     src = np.random.default_rng(1).integers(0, 255, (6, 16, 24, 3), dtype=np.uint8)
