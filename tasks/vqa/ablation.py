@@ -59,13 +59,13 @@ def _run_variants(params: dict, variants: list[str], out_dir) -> dict:
     from tasks.core.tracking import current_run_id, log_evaluation, setup
     from tasks.vqa import train
     from tasks.vqa.data import test_items
-    from tasks.vqa.evaluate import predict_stdam, probe_sensitivity
+    from tasks.vqa.evaluate import load_stdam, predict_stdam, probe_sensitivity
 
     ev = params["vqa"]["evaluate"]
     n_boot, seed = int(ev["bootstrap"]), int(ev["seed"])
     items = test_items(params)
     y = items["quality"].to_numpy(float)
-    preds = {"stdam": predict_stdam(params, list(items["path"]))}
+    preds = {"stdam": predict_stdam(params, list(items["path"]), load_stdam(params))}
     metrics_path = resolve(params, ev["out_dir"]) / "metrics.json"
     stdam_sens = read_json(metrics_path).get("sensitivity", {}) if metrics_path.is_file() else {}
     result: dict = {"enabled": True, "n_test": int(len(y)), "variants": {},
@@ -77,8 +77,9 @@ def _run_variants(params: dict, variants: list[str], out_dir) -> dict:
         train.run(vp)
         run_id = current_run_id(vp, "vqa")
         setup(params).MlflowClient().set_tag(run_id, "mokuflow.ablation", v)
-        preds[v] = predict_stdam(vp, list(items["path"]))
-        sens = probe_sensitivity(vp, items, n_boot=n_boot, seed=seed)["kinds"]
+        model = load_stdam(vp)
+        preds[v] = predict_stdam(vp, list(items["path"]), model)
+        sens = probe_sensitivity(vp, items, model, n_boot=n_boot, seed=seed)["kinds"]
         m = score_all(y, preds[v], n_boot=n_boot, seed=seed)
         diff = paired_srcc_difference(y, preds["stdam"], preds[v], n_boot=n_boot, seed=seed)
         result["variants"][v] = {

@@ -29,8 +29,9 @@ def run(params: dict, **kwargs) -> dict:
     run_id = current_run_id(params, "vqa")  # before the slow part: no run to log into is an error
     items = test_items(params)
     paths = list(items["path"])
-    preds = {"stdam": predict_stdam(params, paths), "baseline": predict_baseline(params, paths)}
-    probes = probe_sensitivity(params, items, n_boot=n_boot, seed=seed)
+    stdam = load_stdam(params)  # once, for the test split and the probes
+    preds = {"stdam": predict_stdam(params, paths, stdam), "baseline": predict_baseline(params, paths)}
+    probes = probe_sensitivity(params, items, stdam, n_boot=n_boot, seed=seed)
 
     from models.vqa.metrics import score_all
 
@@ -71,14 +72,15 @@ def load_stdam(params: dict):
         raise MokuflowError(str(e)) from None
 
 
-def predict_stdam(params: dict, paths: list[str]):
-    """STDAM scores of the videos (GPU when there is one), frames through the shared cache."""
+def predict_stdam(params: dict, paths: list[str], stdam: tuple):
+    """STDAM scores of the videos (GPU when there is one), frames through the shared cache.
+    ``stdam``: :func:`load_stdam`'s (model, frames cfg)."""
     import torch
 
     from models.vqa.inference import predict_paths
     from models.vqa.video import FrameCache, VideoReadError
 
-    model, frames = load_stdam(params)
+    model, frames = stdam
     cache = FrameCache(resolve(params, params["vqa"]["frames"]["cache_dir"]), **frames)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log(f"evaluate: STDAM on {len(paths)} test videos ({device})")
@@ -98,7 +100,7 @@ def probe_sources(items, n: int) -> list[tuple[str, str]]:
     return list(zip(best["video_id"][:n], best["path"][:n]))
 
 
-def probe_sensitivity(params: dict, items, *, n_boot: int, seed: int) -> dict:
+def probe_sensitivity(params: dict, items, stdam: tuple, *, n_boot: int, seed: int) -> dict:
     """STDAM's per-kind sensitivity on graded distortions of held-out videos (tasks.vqa.sensitivity)."""
     import torch
 
@@ -108,7 +110,7 @@ def probe_sensitivity(params: dict, items, *, n_boot: int, seed: int) -> dict:
     from tasks.vqa.sensitivity import measure
 
     cfg = params["vqa"]["evaluate"]["sensitivity"]
-    model, frames = load_stdam(params)
+    model, frames = stdam
     device = "cuda" if torch.cuda.is_available() else "cpu"
     videos = []
     for vid, path in probe_sources(items, int(cfg["n_videos"])):
