@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from tasks.core import log, read_json, resolve, write_csv, write_json
+from tasks.core import MokuflowError, log, read_json, resolve, write_csv, write_json
 
 VARIANTS = {
     "no_motion": ({"motion_branch": False}, "without the motion branch"),
@@ -65,12 +65,17 @@ def _run_variants(params: dict, variants: list[str], out_dir) -> dict:
     n_boot, seed = int(ev["bootstrap"]), int(ev["seed"])
     items = test_items(params)
     y = items["quality"].to_numpy(float)
-    preds = {"stdam": predict_stdam(params, list(items["path"]), load_stdam(params))}
-    metrics_path = resolve(params, ev["out_dir"]) / "metrics.json"
-    stdam_sens = read_json(metrics_path).get("sensitivity", {}) if metrics_path.is_file() else {}
+    # STDAM as the evaluate stage scored it (same test videos, same bootstrap): not predicted again
+    ev_dir = resolve(params, ev["out_dir"])
+    evaluated = read_json(ev_dir / "metrics.json")
+    scored = pd.read_csv(ev_dir / "predictions.csv", dtype={"video_id": str}).set_index("video_id")
+    missing = sorted(set(items["video_id"]) - set(scored.index))
+    if missing:
+        raise MokuflowError(f"{ev_dir / 'predictions.csv'}: no STDAM score for test videos {missing[:5]} "
+                            f"(re-run the evaluate stage)")
+    preds = {"stdam": scored.loc[list(items["video_id"]), "stdam"].to_numpy(float)}
     result: dict = {"enabled": True, "n_test": int(len(y)), "variants": {},
-                    "stdam": {"metrics": score_all(y, preds["stdam"], n_boot=n_boot, seed=seed),
-                              "sensitivity": stdam_sens}}
+                    "stdam": {"metrics": evaluated["stdam"], "sensitivity": evaluated.get("sensitivity", {})}}
     for v in variants:
         log(f"ablation: training {v} ({VARIANTS[v][1]})")
         vp = variant_params(params, v)
