@@ -38,7 +38,8 @@ def _plain(v):
 
 
 class Detector(nn.Module):
-    def __init__(self, *, num_classes: int, channels: Sequence[int] = (16, 32, 64, 96), fpn_channels: int = 64,
+    def __init__(self, *, num_classes: int, channels: Sequence[int] = (16, 32, 64, 96), norm: str = "gn",
+                 fpn_channels: int = 64,
                  fpn_levels: Sequence[int] = (3, 4, 5), anchor_sizes: Sequence = (32, 64, 128),
                  anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0), roi_size: int = 7, roi_sampling_ratio: int = 1,
                  head_dim: int = 128,
@@ -46,7 +47,7 @@ class Detector(nn.Module):
                  rpn_pre_nms_topk: Sequence[int] = (200, 200), rpn_post_nms_topk: Sequence[int] = (100, 100),
                  rpn_batch_per_image: int = 256, roi_batch_per_image: int = 64, roi_fg_fraction: float = 0.25,
                  iou_samples_per_image: int = 32, iou_min_target: float = 0.4, iou_low_fraction: float = 0.0,
-                 cls_agnostic_box: bool = False, max_candidates: int = 1000):
+                 cls_agnostic_box: bool = False, box_loss_beta: float = 1.0, max_candidates: int = 1000):
         super().__init__()
         unknown = [h for h in iou_heads if h not in IOU_HEADS]
         if unknown or "none" in iou_heads:
@@ -54,24 +55,25 @@ class Detector(nn.Module):
         if len(anchor_sizes) != len(fpn_levels):
             raise ValueError(f"anchor_sizes needs one entry per FPN level {tuple(fpn_levels)}")
         self._config = _plain(dict(
-            num_classes=num_classes, channels=channels, fpn_channels=fpn_channels, fpn_levels=fpn_levels,
+            num_classes=num_classes, channels=channels, norm=norm, fpn_channels=fpn_channels, fpn_levels=fpn_levels,
             anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, roi_size=roi_size,
             roi_sampling_ratio=roi_sampling_ratio, head_dim=head_dim,
             iou_heads=iou_heads, rpn_pre_nms_topk=rpn_pre_nms_topk, rpn_post_nms_topk=rpn_post_nms_topk,
             rpn_batch_per_image=rpn_batch_per_image, roi_batch_per_image=roi_batch_per_image,
             roi_fg_fraction=roi_fg_fraction, iou_samples_per_image=iou_samples_per_image,
             iou_min_target=iou_min_target, iou_low_fraction=iou_low_fraction, cls_agnostic_box=cls_agnostic_box,
-            max_candidates=max_candidates))
+            box_loss_beta=box_loss_beta, max_candidates=max_candidates))
         self.num_classes = int(num_classes)
         self.roi_batch_per_image, self.roi_fg_fraction = roi_batch_per_image, roi_fg_fraction
         self.iou_samples_per_image, self.iou_min_target = iou_samples_per_image, iou_min_target
         self.iou_low_fraction = float(iou_low_fraction)
         self.max_candidates = max_candidates
+        self.box_loss_beta = float(box_loss_beta)
         # ImageNet statistics: inputs are RGB in [0, 1]
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
-        self.backbone = BackboneFPN(channels=channels, fpn_channels=fpn_channels, fpn_levels=fpn_levels)
+        self.backbone = BackboneFPN(channels=channels, fpn_channels=fpn_channels, fpn_levels=fpn_levels, norm=norm)
         sizes = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in anchor_sizes]
         strides = self.backbone.strides
         self.rpn = RPN(channels=fpn_channels, strides=strides, anchor_sizes=sizes, anchor_ratios=anchor_ratios,
@@ -116,7 +118,7 @@ class Detector(nn.Module):
                                              fg_fraction=self.roi_fg_fraction)
         rois = to_rois(boxes)
         logits, deltas = self.box_head(self.pooler(feats, rois))
-        losses.update(box_losses(logits, deltas, rois[:, 1:], labels, gt))
+        losses.update(box_losses(logits, deltas, rois[:, 1:], labels, gt, beta=self.box_loss_beta))
         losses.update(self._iou_losses([f.detach() for f in feats], proposals, targets, size))
         return losses
 

@@ -168,7 +168,10 @@ class DetectionDataModule(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, generator=gen if train else None,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=False)
+                          collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                          # a last training batch of one image is dropped: BatchNorm needs more than one
+                          # value per channel, and a 1 x 1 map of one image has one
+                          drop_last=train and len(dataset) % self.batch_size == 1)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -116,9 +116,11 @@ def sample_proposals(proposals: list[Tensor], targets: list[dict], *, num: int,
     return boxes_out, torch.cat(labels), torch.cat(gts)
 
 
-def box_losses(logits: Tensor, deltas: Tensor, boxes: Tensor, labels: Tensor, gt: Tensor) -> dict[str, Tensor]:
-    """CE over all sampled RoIs; smooth-L1 on the foreground ones' deltas for their class, averaged
-    over all sampled RoIs (detectron2): background RoIs dilute, not skip, the box loss."""
+def box_losses(logits: Tensor, deltas: Tensor, boxes: Tensor, labels: Tensor, gt: Tensor, *,
+               beta: float = 1.0) -> dict[str, Tensor]:
+    """CE over all sampled RoIs; smooth-L1 (``beta``; 0 = plain L1, detectron2's later default) on
+    the foreground ones' deltas for their class, averaged over all sampled RoIs (detectron2):
+    background RoIs dilute, not skip, the box loss."""
     # no RoI at all (no proposal survived, no GT): a zero, not the NaN of an empty mean
     loss_cls = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0.0
     fg = (labels > 0).nonzero().squeeze(1)
@@ -127,7 +129,8 @@ def box_losses(logits: Tensor, deltas: Tensor, boxes: Tensor, labels: Tensor, gt
     else:
         d = deltas.reshape(len(deltas), -1, 4)[fg, labels[fg] - 1]
     target = encode_boxes(boxes[fg], gt[fg], BOX_WEIGHTS)
-    loss_box = F.smooth_l1_loss(d, target, beta=1.0, reduction="sum") / max(1, len(labels))
+    # smooth-L1 at beta 0 is L1 (torch takes that branch itself)
+    loss_box = F.smooth_l1_loss(d, target, beta=float(beta), reduction="sum") / max(1, len(labels))
     return {"loss_cls": loss_cls, "loss_box": loss_box}
 
 

@@ -62,11 +62,14 @@ class Clean(Section):
 class Model(Section):
     image_size: int = Field(ge=32)
     channels: list[int] = Field(min_length=3)
+    norm: Literal["bn", "gn"] = "gn"  # the backbone's normalisation: BatchNorm or GroupNorm
     fpn_channels: int = Field(gt=0)
     anchor_sizes: list[int] = Field(min_length=1)
     fpn_min_level: int = Field(3, ge=2)  # the finest FPN level (stride 2**level); one anchor size per level
     roi_size: int = Field(gt=0)
     head_dim: int = Field(gt=0)
+    roi_batch_per_image: int = Field(64, gt=0)  # RoIs the box head learns from per image (25 % foreground)
+    box_loss_beta: float = Field(1.0, ge=0)     # smooth-L1 beta of the box head's deltas; 0 = L1
     iou_heads: list[Literal["direct", "decoupled", "dir"]]
     iou_min_target: float = Field(0.4, ge=0, lt=1)   # IoU heads learn from refined boxes at least this good
     iou_low_fraction: float = Field(0.0, ge=0, le=1)  # share of IoU samples from proposals below IoU 0.5

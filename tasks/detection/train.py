@@ -17,9 +17,12 @@ HASHED_SECTIONS = ("train", "model")
 def net_kwargs(params: dict, num_classes: int) -> dict:
     m = params["detection"]["model"]
     first = int(m.get("fpn_min_level", 3))  # one FPN level per anchor size, from this one up
-    return dict(num_classes=num_classes, channels=list(m["channels"]), fpn_channels=int(m["fpn_channels"]),
+    return dict(num_classes=num_classes, channels=list(m["channels"]), norm=str(m.get("norm", "gn")),
+                fpn_channels=int(m["fpn_channels"]),
                 anchor_sizes=list(m["anchor_sizes"]), fpn_levels=list(range(first, first + len(m["anchor_sizes"]))),
                 roi_size=int(m["roi_size"]), head_dim=int(m["head_dim"]),
+                roi_batch_per_image=int(m.get("roi_batch_per_image", 64)),
+                box_loss_beta=float(m.get("box_loss_beta", 1.0)),
                 iou_heads=list(m["iou_heads"]),
                 iou_min_target=float(m["iou_min_target"]), iou_low_fraction=float(m["iou_low_fraction"]))
 

@@ -93,6 +93,46 @@ def test_detector_from_stride_4_trains_and_rebuilds():
     again.load_state_dict(det.state_dict())  # the config rebuilds the same architecture
 
 
+def test_backbone_norm_switch_and_older_models_load_as_groupnorm():
+    def norms(d):
+        return {type(m) for m in d.backbone.modules()} & {torch.nn.BatchNorm2d, torch.nn.GroupNorm}
+
+    torch.manual_seed(0)
+    bn, gn = Detector(**TINY, norm="bn"), Detector(**TINY)
+    assert norms(bn) == {torch.nn.BatchNorm2d} and norms(gn) == {torch.nn.GroupNorm}
+    assert bn.config["norm"] == "bn" and Detector(**bn.config).config == bn.config
+    before = {k: v for k, v in bn.config.items() if k not in ("norm", "box_loss_beta")}  # a model.pt of before
+    assert norms(Detector(**before)) == {torch.nn.GroupNorm}
+    with pytest.raises(ValueError, match="norm"):
+        Detector(**TINY, norm="layer")
+    images, targets = synthetic(n=2, size=64)
+    losses = bn.train()(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values()) and bn.backbone.body.stem[0].weight.grad.abs().sum() > 0
+    # in eval, BatchNorm uses its running statistics: an image's detections do not depend on its batch
+    bn.eval()
+    alone = bn.candidates(images[:1], score_threshold=0.0)[0]
+    paired = bn.candidates(images, score_threshold=0.0)[0]
+    assert len(alone["scores"]) > 0 and torch.allclose(alone["scores"], paired["scores"], atol=1e-5)
+
+
+def test_box_loss_beta_zero_is_l1():
+    from models.detection.roi_heads import BOX_WEIGHTS, box_losses
+    from models.detection.ops import encode_boxes
+
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 8.0, 8.0]])
+    gt = torch.tensor([[14.0, 9.0, 34.0, 33.0], [0.0, 0.0, 8.0, 8.0]])
+    labels = torch.tensor([2, 0])  # one foreground RoI, one background
+    logits, deltas = torch.zeros(2, 3), torch.zeros(2, 8)  # zero deltas: the loss is that of the target
+    t = encode_boxes(boxes[:1], gt[:1], BOX_WEIGHTS)
+    assert (t.abs() > 1).any() and (t.abs() < 1).any()  # both pieces of smooth-L1 are exercised
+    l1 = box_losses(logits, deltas, boxes, labels, gt, beta=0.0)["loss_box"]
+    smooth = box_losses(logits, deltas, boxes, labels, gt)["loss_box"]
+    assert torch.isclose(l1, t.abs().sum() / 2)  # averaged over both sampled RoIs
+    a = t.abs()
+    assert torch.isclose(smooth, torch.where(a < 1, 0.5 * a ** 2, a - 0.5).sum() / 2)
+
+
 def test_batch_without_any_gt():
     det = Detector(**TINY).train()
     losses = det(torch.rand(2, 3, 64, 64), [no_gt(), no_gt()])
@@ -368,6 +408,15 @@ def test_datamodule_items(datamodule):
                               image_size=64)
     with pytest.raises(ImageReadError, match="x.png"):
         bad.train_set[0]
+
+
+def test_a_one_image_last_training_batch_is_dropped(tmp_path):
+    """BatchNorm cannot train on one value per channel (one image, a 1 x 1 map at stride 32)."""
+    val = write_split(tmp_path, 2, 1)
+    for n, steps in ((3, 1), (4, 2), (5, 2)):
+        dm = DetectionDataModule(train_images=write_split(tmp_path, n, 10 + n), val_images=val,
+                                 category_ids=[7, 3], image_size=64, batch_size=2)
+        assert len(dm.train_dataloader()) == steps and len(dm.val_dataloader()) == 1
 
 
 def trainer(**kw):
