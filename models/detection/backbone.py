@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 NORMS = ("bn", "gn")
 
 

@@ -220,21 +220,24 @@ def candidate_calibration(gt: dict, image_ids: list[int], candidates: list[dict]
 
     truth = np.concatenate(true_ious(gt, image_ids, candidates)) if candidates else np.zeros(0)
     heads = list(dict.fromkeys(k[4:] for c in candidates for k in c if k.startswith("iou_")))  # the model's order
+    pred = {h: np.concatenate([c[f"iou_{h}"] for c in candidates]) for h in heads}
     return {"source": f"pre-NMS candidates (class score > {score_threshold:g})", "edges": [float(e) for e in edges],
             "n": int(len(truth)), "trained_min_iou": float(min_target),
             "share_below_min_iou": float((truth < min_target).mean()) if len(truth) else None,
-            "heads": {h: iou_bins(truth, np.concatenate([c[f"iou_{h}"] for c in candidates]), edges) for h in heads}}
+            "heads": {h: iou_bins(truth, pred[h], edges) for h in heads},
+            # every head on the same boxes: the final detections differ per variant, and each variant's
+            # NMS keeps the boxes its own head rates high, which narrows what its correlation sees
+            "correlation": {h: correlations(truth, pred[h]) for h in heads}}
 
 
-def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> dict:
-    """Pearson / Spearman of predicted vs true IoU over final detections (after NMS): over those that
-    match a box of their class (true IoU >= 0.5, COCO's loosest true positive; the heads' training
-    targets start at ``detection.model.iou_min_target``, default 0.4) and over all that overlap one."""
+def correlations(truth, pred) -> dict:
+    """Pearson / Spearman of predicted vs true IoU where the truth is a match (IoU >= 0.5, COCO's
+    loosest true positive) and where it overlaps at all (``_overlapping``), with the counts; None where
+    fewer than 3 boxes or no spread. Non-finite predictions are left out."""
     import numpy as np
     from scipy import stats
 
-    truth = np.concatenate(true_ious(gt, image_ids, per_image)) if per_image else np.zeros(0)
-    pred = np.concatenate([d["iou"] for d in per_image]) if per_image else np.zeros(0)
+    truth, pred = np.asarray(truth, dtype=float), np.asarray(pred, dtype=float)
     out = {}
     for key, lo in (("", 0.5), ("_overlapping", 1e-12)):
         ok = (truth >= lo) & np.isfinite(pred)
@@ -243,6 +246,17 @@ def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> di
                 f"spearman{key}": float(stats.spearmanr(pred[ok], truth[ok])[0]) if defined else None,
                 f"n{key}": int(ok.sum())}
     return out
+
+
+def iou_calibration(gt: dict, image_ids: list[int], per_image: list[dict]) -> dict:
+    """Pearson / Spearman of predicted vs true IoU over final detections (after NMS): over those that
+    match a box of their class (true IoU >= 0.5, COCO's loosest true positive; the heads' training
+    targets start at ``detection.model.iou_min_target``, default 0.4) and over all that overlap one."""
+    import numpy as np
+
+    truth = np.concatenate(true_ious(gt, image_ids, per_image)) if per_image else np.zeros(0)
+    pred = np.concatenate([d["iou"] for d in per_image]) if per_image else np.zeros(0)
+    return correlations(truth, pred)
 
 
 def _log_to_mlflow(params: dict, run_id: str, metrics: dict, out_dir: Path) -> None:

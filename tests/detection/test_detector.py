@@ -117,8 +117,8 @@ def test_backbone_norm_switch_and_older_models_load_as_groupnorm():
 
 
 def test_box_loss_beta_zero_is_l1():
-    from models.detection.roi_heads import BOX_WEIGHTS, box_losses
     from models.detection.ops import encode_boxes
+    from models.detection.roi_heads import BOX_WEIGHTS, box_losses
 
     boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [0.0, 0.0, 8.0, 8.0]])
     gt = torch.tensor([[14.0, 9.0, 34.0, 33.0], [0.0, 0.0, 8.0, 8.0]])

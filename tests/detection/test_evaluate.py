@@ -44,6 +44,12 @@ def test_candidate_calibration_measures_true_iou_of_every_candidate():
     assert [x["n"] for x in b] == [6, 0, 0, 6, 0, 0, 0, 0, 0, 6]
     assert b[3]["mean_true"] == pytest.approx(1 / 3) and b[3]["mean_pred"] == pytest.approx(0.6)
     assert b[9]["mean_pred"] == pytest.approx(0.8) and b[0]["mean_pred"] == pytest.approx(0.2)
+    # every head on these same candidates: the matches (IoU 1) have no spread; the overlapping ones
+    # (IoU 1 -> 0.8, IoU 1/3 -> 0.6) lie on a line
+    r = cal["correlation"]["direct"]
+    assert r["n"] == 6 and r["pearson"] is None and r["spearman"] is None
+    assert r["n_overlapping"] == 12 and r["pearson_overlapping"] == pytest.approx(1.0)
+    assert r["spearman_overlapping"] == pytest.approx(1.0)
 
 
 def test_gains_over_none_and_claims():

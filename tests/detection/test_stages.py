@@ -80,6 +80,8 @@ def test_evaluate_scores_every_variant_with_intervals(project):
     assert set(bins["heads"]) == {"direct", "decoupled", "dir"} and bins["trained_min_iou"] == 0.4
     assert all(sum(b["n"] for b in h) == bins["n"] for h in bins["heads"].values()) and bins["n"] > 0
     assert 0 <= bins["share_below_min_iou"] <= 1
+    assert set(bins["correlation"]) == set(bins["heads"])  # every head on the same candidates
+    assert all(c["n"] <= c["n_overlapping"] <= bins["n"] for c in bins["correlation"].values())
     iou_nms = json.loads((out / "detections" / "iou_nms.json").read_text())
     assert all(r["score"] == pytest.approx(r["cls_score"]) and r["iou"] is not None for r in iou_nms)
     none = json.loads((out / "detections" / "none.json").read_text())
@@ -99,6 +101,7 @@ def test_report_shows_variants_claim_and_plots(project):
     assert "The paper's claim" in page and s["report"]["verdict"].split(":")[0] in page
     assert "IoU-guided NMS" in page and "AP90" in page and "iou_nms-none" in page
     assert "Decoupling" in page and "Hindsight" in page and "before NMS" in page
+    assert "on these same candidates" in page
     for png in s["report"]["images"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"pr.png", "examples.png", "training.png"} <= set(s["report"]["images"])
