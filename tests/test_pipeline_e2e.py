@@ -209,6 +209,25 @@ def test_deterministic_outputs_agree_across_clones(project, tmp_path):
         assert str(project.path) not in f.read_text(), f"{f} holds an absolute path"
 
 
+def test_a_fresh_clone_with_the_lock_logs_and_registers_its_own_run(project, tmp_path):
+    """A clone of a commit whose dvc.lock was made elsewhere: no outputs, an empty MLflow store. The model
+    comes out bit-identical, so only train's run.json (the new MLflow run) tells DVC that evaluate, report
+    and register must run again: without it the clone would end with no champion and no page."""
+    other = _project_copy(tmp_path / "fresh" / "clone")
+    shutil.copy2(project.path / "dvc.lock", other / "dvc.lock")
+    ran = _repro(other, "--glob", "detection-*")
+    assert sorted(ran) == sorted(s for s in _stages() if s.startswith("detection-"))
+    model = "artifacts/detection/train/model.pt"
+    assert _locked_md5(other, model) == _locked_md5(project.path, model)  # the scenario: same model
+    run_id = _run_id(other, "detection")
+    assert run_id != _run_id(project.path, "detection")
+    _, client = _mlflow(other)
+    assert client.get_model_version_by_alias("detection", "champion").run_id == run_id
+    assert "report/index.html" in {a.path for a in client.list_artifacts(run_id, "report")}
+    assert client.get_run(run_id).data.metrics["test_n"] > 0  # evaluate logged into it too
+    assert _repro(other, "--glob", "detection-*") == []  # and then DVC agrees
+
+
 # ---------------------------------------------------------------------------------------- Prefect
 
 def test_prefect_runs_through_dvc_skips_what_is_up_to_date_and_versions_overrides(project, prefect_harness,
