@@ -25,6 +25,7 @@ from tasks.detection.coco import (
     split_items,
     validate_coco,
 )
+from tasks.detection.faults import CLEAN_REASON
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(n_train=6, n_val=3, n_test=3, image_size=96, min_object=8, max_objects=12, fault_rate=0.3)
@@ -40,7 +41,7 @@ def raw(tmp_path_factory):
 def _expected(faults: list) -> dict:
     exp = {"kept": None, "dropped": {r: 0 for r in DROP_REASONS}, "fixed": {r: 0 for r in FIX_REASONS}}
     for f in faults:
-        reason = synthetic.CLEAN_REASON[f["kind"]]
+        reason = CLEAN_REASON[f["kind"]]
         if reason in exp["dropped"]:
             exp["dropped"][reason] += 1
         elif reason in exp["fixed"]:
