@@ -89,3 +89,22 @@ def test_a_failed_stage_is_reported_by_its_error_line():
     assert _last_line(log) == "mokuflow vqa clean: error: x.csv: line 3: bad"
     assert _last_line("x\nERROR: failed to reproduce 'vqa-clean'") == "ERROR: failed to reproduce 'vqa-clean'"
     assert _last_line("a\nmokuflow vqa clean: error: x.csv: bad\n\n") == "mokuflow vqa clean: error: x.csv: bad"
+
+
+def test_a_second_run_in_the_same_second_gets_its_own_folder(tmp_path, monkeypatch):
+    """Run folders are named <hash>-<time to the second>-<pid>: two runs one process starts within a
+    second (a retrain right after a run, in-process flows) must not share, and overwrite, one folder."""
+    import time
+
+    from tasks.core.training import find_resumable, new_run_dir
+
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20261203-115139")  # the clock stands still
+    first, second, third = (new_run_dir(tmp_path / "runs", "abc") for _ in range(3))
+    assert len({first, second, third}) == 3 and all(d.is_dir() and not any(d.iterdir()) for d in (first, second, third))
+    assert second.name == f"{first.name}-2" and third.name == f"{first.name}-3"
+    # the newest of a hash is the one resumed: the suffixed folder sorts after the first
+    for d in (first, second):
+        (d / "checkpoints").mkdir()
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (d / "run.json").write_text("{}")
+    assert find_resumable(tmp_path / "runs", "abc") == second

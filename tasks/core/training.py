@@ -9,6 +9,7 @@ starting over; a finished one holds ``COMPLETED``. Lightning and torch are impor
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -54,6 +55,21 @@ def find_resumable(runs_dir: Path, key: str) -> Path | None:
     return max(candidates, key=lambda d: d.name, default=None)
 
 
+def new_run_dir(runs_dir: Path, key: str) -> Path:
+    """A new, empty run folder ``<key>-<time>-<pid>``, claimed by creating it. A second run started
+    within the same second by the same process gets a ``-2``, ``-3``... suffix instead of writing
+    into the first run's folder."""
+    base = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        run_dir = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
 def _run_id_of(run_dir: Path) -> str:
     info = read_json(run_dir / "run.json")
     if "mlflow_run_id" not in info:
@@ -89,8 +105,8 @@ def open_run(params: dict, study: Study, sections: tuple[str, ...]) -> Run:
         run_id = _run_id_of(found)
         log(f"train: resuming {found} (MLflow run {run_id})")
         return Run(found, run_id, True, data_ver)
-    name = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    run_dir = runs_dir / name
+    run_dir = new_run_dir(runs_dir, key)
+    name = run_dir.name
     run_id = tracking.start_run(params, study.name, run_name=name, tags={})
     tags = tracking.log_provenance(params, study.name, run_id)  # tags + dvc.lock as DVC has it now
     write_json(run_dir / "run.json", {"mlflow_run_id": run_id, "hash": key, "data_version": data_ver,
