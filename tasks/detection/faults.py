@@ -1,8 +1,8 @@
 """The annotation faults a labelling tool adds to the synthetic truth, which the clean stage must undo.
 
 The delivered file holds the truth annotations in order (some modified in place) followed by the
-extra, faulty annotations (shuffled), with ``round(fault_rate * n_truth)`` faults per split cycling through ``FAULT_KINDS`` in a seeded
-order (so every kind is present once a split has >= 7 faults):
+extra, faulty annotations (shuffled), with ``round(fault_rate * n_truth)`` faults per split cycling
+through ``FAULT_KINDS`` in a seeded order (so every kind is present once a split has >= 7 faults):
 
 - ``jittered``: a truth box moved / resized by small quarter-pixel offsets (in place, kept by the
   cleaner; stays inside the image);
@@ -24,6 +24,7 @@ from tasks.detection.coco import box_iou
 
 FAULT_KINDS = ("jittered", "duplicate", "degenerate", "partly_outside", "wholly_outside",
                "unknown_category", "unknown_image")
+# injected fault kind -> what the cleaner reports for it (None: not detectable, kept as is)
 CLEAN_REASON = {"jittered": None, "duplicate": "duplicate", "degenerate": "degenerate",
                 "partly_outside": "clipped", "wholly_outside": "outside",
                 "unknown_category": "unknown_category", "unknown_image": "unknown_image"}

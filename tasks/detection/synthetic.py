@@ -70,7 +70,6 @@ CATEGORIES = (
     {"id": 9, "name": "checker_square", "supercategory": "polygon"},
 )
 SPLITS = ("train", "val", "test")
-# injected fault kind -> what the cleaner reports for it (None: not detectable, kept as is)
 DISTRACTORS = ("blob", "polygon", "bar", "ellipse", "rect")
 MIN_VISIBLE = 0.3
 CROWD_PROB = 0.4
