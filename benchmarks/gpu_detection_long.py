@@ -41,25 +41,14 @@ def train(args) -> dict:
     import torch
     from gpu_train_vqa import StepTimer, emit
 
-    from models.detection.detector import Detector
     from models.detection.inference import save_model
-    from models.detection.lit import DetectionDataModule, DetectionLitModule
-    from tasks.detection.data import categories, items
-    from tasks.detection.train import net_kwargs
+    from tasks.detection.train import build
 
     params = _params()
     t, m = params["detection"]["train"], params["detection"]["model"]
     epochs = int(round(float(t["max_epochs"]) * args.factor))
-    coco, train_items = items(params, "train")
-    _, val_items = items(params, "val")
-    cat_ids, cat_names = categories(coco)
-    L.seed_everything(int(t["seed"]), workers=True, verbose=False)
-    net = Detector(**net_kwargs(params, len(cat_ids)))
-    lit = DetectionLitModule(net, lr=float(t["lr"]), weight_decay=float(t["weight_decay"]),
-                             warmup_steps=int(t["warmup_steps"]), val_variant=str(t["val_variant"]))
-    dm = DetectionDataModule(train_images=train_items, val_images=val_items, category_ids=cat_ids,
-                             image_size=int(m["image_size"]), batch_size=int(t["batch_size"]),
-                             num_workers=args.workers, seed=int(t["seed"]))
+    lit, dm, cat_ids, cat_names = build(params, num_workers=args.workers)  # the train stage's recipe
+    net = lit.net
     gpu = torch.cuda.is_available()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +75,7 @@ def train(args) -> dict:
     return emit({
         "device": torch.cuda.get_device_name(0) if gpu else "cpu", "torch": torch.__version__,
         "precision": precision, "epochs": epochs, "factor": args.factor, "batch_size": int(t["batch_size"]),
-        "steps": int(trainer.global_step), "train_images": len(train_items), "wall_s": wall,
+        "steps": int(trainer.global_step), "train_images": len(dm.train_set), "wall_s": wall,
         "steps_timed": timer.steps, "train_images_per_s": timer.clips / total if total else None,
         "data_wait_share": timer.wait / total if total else None,
         "ms_per_step_compute": 1000 * timer.compute / max(1, timer.steps),
@@ -98,24 +87,13 @@ def train(args) -> dict:
 
 def score(args) -> dict:
     from tasks.core import write_json
-    from tasks.detection.data import items
-    from tasks.detection.evaluate import candidate_calibration, predict, score_variants
+    from tasks.detection.evaluate import measure
 
     model = Path(args.model).resolve()
-    params = _params({"detection.train.out_dir": str(model.parent)})
-    cfg = params["detection"]["evaluate"]
-    gt, test_items = items(params, "test", min_n=2)
-    cands: list = []
-    dets, min_target = predict(params, [p for p, _, _ in test_items], variants=tuple(cfg["variants"]),
-                               candidates_out=cands)
-    image_ids = [im["id"] for im in sorted(gt["images"], key=lambda im: im["id"])]
-    metrics, _, _ = score_variants(gt, image_ids, dets, n_boot=int(cfg["bootstrap"]), seed=int(cfg["seed"]))
-    metrics["iou_calibration_bins"] = candidate_calibration(gt, image_ids, cands, min_target=min_target,
-                                                            score_threshold=float(cfg["score_threshold"]))
-    metrics["n_test"] = len(test_items)
+    metrics, _, results = measure(_params({"detection.train.out_dir": str(model.parent)}))  # the stage's scoring
     if args.out:
         write_json(Path(args.out) / "metrics.json", metrics)
-    print(table(metrics, list(dets)))
+    print(table(metrics, list(results)))
     return metrics
 
 

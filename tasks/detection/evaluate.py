@@ -42,6 +42,32 @@ def run(params: dict, **kwargs) -> dict:
 
     cfg = params["detection"]["evaluate"]
     run_id = current_run_id(params, "detection")  # before the slow part: no run to log into is an error
+    metrics, curves, results = measure(params)
+    out_dir = resolve(params, cfg["out_dir"])
+    with atomic_dir(out_dir / "detections") as tmp:
+        for variant, res in results.items():
+            (tmp / f"{variant}.json").write_text(json.dumps(res, separators=(",", ":")) + "\n")
+    write_json(out_dir / "curves.json", curves)
+    metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means all are new
+    _log_to_mlflow(params, run_id, metrics, out_dir)
+    for v in results:  # the variants, in evaluate.variants' order
+        m = metrics[v]
+        log(f"{v:>9}: AP {_ci(m['AP'])}  AP50 {m['AP50']['value']:.3f}  AP75 {_ci(m['AP75'])}  AP90 {_ci(m['AP90'])}"
+            + (f"  IoU pearson {metrics['iou_calibration'][v]['pearson'] or float('nan'):.3f}"
+               if v in metrics["iou_calibration"] else ""))
+    for name, c in metrics["claims"].items():
+        log(f"evaluate: claim {name} ({c['comparison']} AP): {c['verdict']}"
+            + (f" {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c["ci_low"] is not None else ""))
+    return {"metrics": str(metrics_file), "n_test": metrics["n_test"], "mlflow_run_id": run_id,
+            **{f"{v}_AP": metrics[v]["AP"]["value"] for v in results},
+            "claims": {k: c["verdict"] for k, c in metrics["claims"].items()}}
+
+
+def measure(params: dict) -> tuple[dict, dict, dict]:
+    """(metrics, curves, COCO results per variant) of ``<train.out_dir>/model.pt`` on the held-out
+    split: every variant with paired bootstrap gains, the claims, and the candidates' calibration.
+    The evaluate stage's, and benchmarks/gpu_detection_long.py's."""
+    cfg = params["detection"]["evaluate"]
     gt, test_items = items(params, "test", min_n=2)
     cands: list = []
     dets, min_target = predict(params, [p for p, _, _ in test_items], variants=tuple(cfg["variants"]),
@@ -52,24 +78,7 @@ def run(params: dict, **kwargs) -> dict:
     metrics["iou_calibration_bins"] = candidate_calibration(gt, image_ids, cands, min_target=min_target,
                                                             score_threshold=float(cfg["score_threshold"]))
     metrics["n_test"] = len(test_items)
-    out_dir = resolve(params, cfg["out_dir"])
-    with atomic_dir(out_dir / "detections") as tmp:
-        for variant, res in results.items():
-            (tmp / f"{variant}.json").write_text(json.dumps(res, separators=(",", ":")) + "\n")
-    write_json(out_dir / "curves.json", curves)
-    metrics_file = write_json(out_dir / "metrics.json", metrics)  # last: its presence means all are new
-    _log_to_mlflow(params, run_id, metrics, out_dir)
-    for v in dets:
-        m = metrics[v]
-        log(f"{v:>9}: AP {_ci(m['AP'])}  AP50 {m['AP50']['value']:.3f}  AP75 {_ci(m['AP75'])}  AP90 {_ci(m['AP90'])}"
-            + (f"  IoU pearson {metrics['iou_calibration'][v]['pearson'] or float('nan'):.3f}"
-               if v in metrics["iou_calibration"] else ""))
-    for name, c in metrics["claims"].items():
-        log(f"evaluate: claim {name} ({c['comparison']} AP): {c['verdict']}"
-            + (f" {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c["ci_low"] is not None else ""))
-    return {"metrics": str(metrics_file), "n_test": len(test_items), "mlflow_run_id": run_id,
-            **{f"{v}_AP": metrics[v]["AP"]["value"] for v in dets},
-            "claims": {k: c["verdict"] for k, c in metrics["claims"].items()}}
+    return metrics, curves, results
 
 
 def predict(params: dict, paths: list[str], *, variants: tuple[str, ...],

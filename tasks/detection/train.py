@@ -27,12 +27,14 @@ def net_kwargs(params: dict, num_classes: int) -> dict:
                 iou_min_target=float(m["iou_min_target"]), iou_low_fraction=float(m["iou_low_fraction"]))
 
 
-def run(params: dict, **kwargs) -> dict:
+def build(params: dict, *, num_workers: int | None = None):
+    """The recipe of ``detection.model`` / ``detection.train`` on the cleaned train / val splits:
+    (LightningModule, DataModule, category ids, category names), seeded. The train stage's, and
+    benchmarks/gpu_detection_long.py's (``num_workers`` overrides ``detection.train.num_workers``)."""
     import lightning as L
 
     from models.detection.detector import Detector
     from models.detection.lit import DetectionDataModule, DetectionLitModule
-    from tasks.core import training
 
     t, m = params["detection"]["train"], params["detection"]["model"]
     coco, train_items = items(params, "train")
@@ -45,14 +47,22 @@ def run(params: dict, **kwargs) -> dict:
                                  warmup_steps=int(t["warmup_steps"]), val_variant=str(t["val_variant"]))
         dm = DetectionDataModule(train_images=train_items, val_images=val_items, category_ids=cat_ids,
                                  image_size=int(m["image_size"]), batch_size=int(t["batch_size"]),
-                                 num_workers=int(t["num_workers"]), seed=int(t["seed"]))
+                                 num_workers=int(t["num_workers"] if num_workers is None else num_workers),
+                                 seed=int(t["seed"]))
     except ValueError as e:  # e.g. val_variant without its head, anchors vs levels
         raise MokuflowError(f"{params.get('_file', 'params.yaml')}: detection.model / train: {e}") from None
+    return lit, dm, cat_ids, cat_names
 
+
+def run(params: dict, **kwargs) -> dict:
+    from tasks.core import training
+
+    lit, dm, cat_ids, cat_names = build(params)
     run = training.open_run(params, STUDY, HASHED_SECTIONS)
-    log(f"train: {len(train_items)} train / {len(val_items)} val images, {len(cat_ids)} categories, "
-        f"{t['max_epochs']} epochs, data {run.data_version}")
-    fitted = training.fit(params, STUDY, run, lit, dm, n_train=len(train_items), shown=("train_loss",))
+    n_train = len(dm.train_set)
+    log(f"train: {n_train} train / {len(dm.val_set)} val images, {len(cat_ids)} categories, "
+        f"{params['detection']['train']['max_epochs']} epochs, data {run.data_version}")
+    fitted = training.fit(params, STUDY, run, lit, dm, n_train=n_train, shown=("train_loss",))
     if fitted is None:  # a DDP rank > 0
         return {}
     return _finish(params, run, fitted, lit, cat_ids, cat_names)
